@@ -1,0 +1,123 @@
+"""Loader "amazon_pairs": the DisenCDR two-domain Amazon pairs (pre-split, implicit).
+
+Pair ``X_Y`` keeps domain X in folder ``X_Y/`` and domain Y in ``Y_X/``; user ids are shared
+within the pair, item ids are per domain. ``train.txt`` rows become the training interactions;
+``test_original.txt`` (one item per user, leave-one-out) becomes ``DomainData.fixed_test`` so
+every method is scored on the release's own split. ``test.txt`` (a subset) is not used. The
+files carry no time, so timestamps are None. A test pair that also occurs in train is removed
+from train (it would leak the answer); the count is recorded in ``source``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import field_validator
+
+from harness.data.dataset import Dataset
+from harness.data.loaders._common import (
+    LoaderConfig,
+    build_dataset,
+    check_files,
+    file_record,
+    resolve_path,
+)
+
+__all__ = ["AmazonPairsConfig", "load_amazon_pairs"]
+
+FILES = ("train.txt", "test_original.txt")
+
+HINT = (
+    "the Amazon pairs come from the DisenCDR release (Cao et al., SIGIR 2022, "
+    "github.com/cjx96/DisenCDR, its dataset folder); pair {pair} needs folders {x}_{y}/ and "
+    "{y}_{x}/ each with train.txt and test_original.txt ('user<TAB>item<TAB>1', no header)"
+)
+
+
+class AmazonPairsConfig(LoaderConfig):
+    """``path``: the amazon-pairs directory; ``pair``: e.g. "cloth_sport" (domains cloth, sport)."""
+
+    loader: Literal["amazon_pairs"] = "amazon_pairs"
+    path: str
+    pair: str
+
+    @field_validator("pair")
+    @classmethod
+    def _two_words(cls, pair: str) -> str:
+        parts = pair.split("_")
+        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+            raise ValueError(f"pair must look like 'cloth_sport' (two words), got {pair!r}")
+        return pair
+
+    def pair_domains(self) -> tuple[str, str]:
+        x, y = self.pair.split("_")
+        return x, y
+
+    def chosen_domains(self) -> list[str]:
+        both = list(self.pair_domains())
+        if self.domains is None:
+            return both
+        unknown = [d for d in self.domains if d not in both]
+        if unknown:
+            raise ValueError(f"domains {unknown} are not in pair {self.pair!r} ({both})")
+        return list(self.domains)
+
+    def folder(self, domain: str) -> str:
+        x, y = self.pair_domains()
+        return f"{x}_{y}" if domain == x else f"{y}_{x}"
+
+    def required_files(self, base_dir: Path) -> list[tuple[Path, str]]:
+        root = resolve_path(self.path, base_dir)
+        x, y = self.pair_domains()
+        hint = HINT.format(pair=self.pair, x=x, y=y)
+        return [(root / self.folder(d) / f, hint) for d in self.chosen_domains() for f in FILES]
+
+
+def _read(path: Path) -> pl.DataFrame:
+    frame = pl.read_csv(path, separator="\t", has_header=False, infer_schema=False)
+    if frame.width < 2:
+        raise ValueError(f"{path.name}: expected 'user<TAB>item<TAB>1' rows")
+    return frame.select(pl.nth(0).alias("user"), pl.nth(1).alias("item"))
+
+
+def load_amazon_pairs(config: AmazonPairsConfig, base_dir: Path) -> Dataset:
+    """Load one DisenCDR pair with the release's test item per user as a fixed held-out."""
+    check_files(config.required_files(base_dir))
+    root = resolve_path(config.path, base_dir)
+    domains = config.chosen_domains()
+    frames = []
+    overlaps: dict[str, int] = {}
+    files = []
+    for domain in domains:
+        folder = root / config.folder(domain)
+        train = _read(folder / "train.txt").unique(maintain_order=True)
+        test = _read(folder / "test_original.txt")
+        clash = train.join(test, on=["user", "item"], how="semi")
+        overlaps[domain] = clash.height
+        train = train.join(test, on=["user", "item"], how="anti")
+        frames.append(
+            pl.concat(
+                [
+                    train.with_columns(held_out=pl.lit(False)),
+                    test.with_columns(held_out=pl.lit(True)),
+                ]
+            ).with_columns(domain=pl.lit(domain))
+        )
+        files += [file_record(folder / name, root) for name in FILES]
+    source = {
+        "loader": "amazon_pairs",
+        "pair": config.pair,
+        "files": files,
+        "domains": domains,
+        "fixed_test": "test_original.txt",
+        "test_pairs_dropped_from_train": overlaps,
+        "implicit": True,
+    }
+    return build_dataset(
+        pl.concat(frames),
+        name=f"amazon_pairs-{config.pair}",
+        source=source,
+        domains=domains,
+    )

@@ -1,0 +1,106 @@
+"""Leave-one-out split per (user, domain), vectorised over all interactions (methods.md §10.1).
+
+Rule, recorded in every run:
+- >= 3 interactions: the last (by timestamp) is test, the one before is validation, rest train;
+- exactly 2: the last is test, the other trains, no validation case;
+- exactly 1: test only (the user is cold in that domain's training data).
+Without timestamps the order is a seeded random permutation. Timestamp ties are broken by the
+same seeded permutation, so the split never depends on file order.
+Pre-split sources (``DomainData.fixed_test``) keep their test item; validation is then the last
+training interaction (>= 2 training interactions required, so nobody is left with none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.data.dataset import Dataset, DomainData
+
+__all__ = ["SPLIT_RULE", "DomainSplit", "Split", "leave_one_out"]
+
+SPLIT_RULE = (
+    "leave-one-out per (user, domain): last interaction -> test, second-to-last -> validation "
+    "when the user has >= 3; users with 2 get 1 train + 1 test, users with 1 get test only; "
+    "order by timestamp, ties and missing timestamps broken by a seeded permutation"
+)
+
+
+@dataclass(frozen=True)
+class DomainSplit:
+    """Index arrays (int64) of one domain's split. Held-out arrays are sorted by user."""
+
+    train_users: np.ndarray
+    train_items: np.ndarray
+    valid_users: np.ndarray
+    valid_items: np.ndarray
+    test_users: np.ndarray
+    test_items: np.ndarray
+
+    def positives(self, n_items: int) -> np.ndarray:
+        """Sorted unique keys ``user * n_items + item`` of every known interaction."""
+        keys = [
+            self.train_users * n_items + self.train_items,
+            self.valid_users * n_items + self.valid_items,
+            self.test_users * n_items + self.test_items,
+        ]
+        return np.unique(np.concatenate(keys))
+
+
+@dataclass(frozen=True)
+class Split:
+    domains: dict[str, DomainSplit]
+    seed: int
+    rule: str = SPLIT_RULE
+
+
+def leave_one_out(dataset: Dataset, seed: int) -> Split:
+    """Split every domain; deterministic in (dataset, seed)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in dataset.domain_names:
+        # One child generator per domain keeps a domain's split independent of the others.
+        child = np.random.default_rng(rng.integers(2**63))
+        out[name] = _split_domain(dataset.domains[name], child)
+    return Split(domains=out, seed=seed)
+
+
+def _order_within_user(
+    users: np.ndarray, timestamps: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (order, position_from_end, count) with rows sorted by user then time."""
+    tie_break = rng.permutation(len(users))
+    keys = (tie_break,) if timestamps is None else (tie_break, timestamps)
+    order = np.lexsort((*keys, users))
+    sorted_users = users[order]
+    counts = np.bincount(sorted_users, minlength=int(users.max(initial=-1)) + 1)
+    ends = np.cumsum(counts)[sorted_users]  # exclusive end of each row's user group
+    from_end = ends - np.arange(len(users)) - 1  # 0 = last interaction of that user
+    return order, from_end, counts[sorted_users]
+
+
+def _split_domain(domain: DomainData, rng: np.random.Generator) -> DomainSplit:
+    users = domain.users.astype(np.int64)
+    items = domain.items.astype(np.int64)
+    order, from_end, count = _order_within_user(users, domain.timestamps, rng)
+    users, items = users[order], items[order]
+    if domain.fixed_test is None:
+        is_test = from_end == 0
+        is_valid = (from_end == 1) & (count >= 3)
+        test_users, test_items = users[is_test], items[is_test]
+    else:
+        is_test = np.zeros(len(users), dtype=bool)
+        is_valid = (from_end == 0) & (count >= 2)
+        test_order = np.argsort(domain.fixed_test.users, kind="stable")
+        test_users = domain.fixed_test.users[test_order].astype(np.int64)
+        test_items = domain.fixed_test.items[test_order].astype(np.int64)
+    is_train = ~(is_test | is_valid)
+    return DomainSplit(
+        train_users=users[is_train],
+        train_items=items[is_train],
+        valid_users=users[is_valid],
+        valid_items=items[is_valid],
+        test_users=test_users,
+        test_items=test_items,
+    )

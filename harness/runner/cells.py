@@ -1,0 +1,118 @@
+"""The cell matrix (dataset x method x seed) and each cell's content address.
+
+A cell id hashes everything that determines its numbers: dataset fingerprint, protocol,
+candidate-set content, method kind and fully-resolved parameters, training seed and code
+version. Changing any input yields a new id, so stale results are never reused; renaming a
+method in the spec does not retrain it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import harness
+from harness.evaluation.metrics import METRICS_VERSION
+from harness.runner.prepare import PreparedData
+from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from methods.base import MethodParams
+from methods.registry import get_method
+
+__all__ = ["CellTask", "cell_id", "code_version", "plan_cells"]
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything one cell needs; self-contained so an executor can ship it elsewhere."""
+
+    cell_id: str
+    dataset: str
+    method: str
+    kind: str
+    params: MethodParams
+    seed: int
+    domains: list[str]
+    prepared: PreparedData
+    ks: list[int]
+    ties: str
+    validation_k: int
+    full_ranking: bool
+    device: str
+
+
+def code_version(kind: str) -> str:
+    return (
+        f"harness {harness.__version__}; {kind} v{get_method(kind).version}; "
+        f"metrics v{METRICS_VERSION}"
+    )
+
+
+def cell_id(
+    prepared: PreparedData,
+    protocol_fp: str,
+    kind: str,
+    params: MethodParams,
+    seed: int,
+    domains: list[str],
+) -> str:
+    payload = {
+        "dataset": prepared.fingerprint,
+        "protocol": protocol_fp,
+        "candidates": prepared.candidate_hash,
+        "kind": kind,
+        "params": params.model_dump(mode="json"),
+        "seed": seed,
+        "domains": domains,
+        "code": code_version(kind),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def plan_cells(
+    loaded: LoadedSpec, prepared: dict[str, PreparedData], device: str
+) -> list[CellTask]:
+    """Expand the spec into cells, in a stable order (dataset, method, seed)."""
+    spec = loaded.spec
+    protocol = spec.protocol
+    tasks = []
+    for dataset_name in spec.datasets:
+        data = prepared[dataset_name]
+        for method_name, method in spec.methods.items():
+            if dataset_name not in loaded.datasets_of(method_name):
+                continue
+            domains = method.domains or data.dataset.domain_names
+            missing = [d for d in domains if d not in data.dataset.domains]
+            if missing:
+                raise SpecError(
+                    [
+                        SpecIssue(
+                            str(loaded.path),
+                            ("methods", method_name, "domains"),
+                            f"dataset {dataset_name!r} has no domain(s) {missing}; "
+                            f"it has {data.dataset.domain_names}",
+                        )
+                    ]
+                )
+            params = loaded.method_params[method_name]
+            for seed in spec.experiment.seeds:
+                tasks.append(
+                    CellTask(
+                        cell_id=cell_id(
+                            data, protocol.fingerprint(), method.kind, params, seed, domains
+                        ),
+                        dataset=dataset_name,
+                        method=method_name,
+                        kind=method.kind,
+                        params=params,
+                        seed=seed,
+                        domains=list(domains),
+                        prepared=data,
+                        ks=protocol.ks,
+                        ties=protocol.ties,
+                        validation_k=protocol.validation_k,
+                        full_ranking=protocol.full_ranking,
+                        device=device,
+                    )
+                )
+    return tasks

@@ -1,0 +1,35 @@
+"""The executor seam: how cells are run. The driver only consumes finished results.
+
+``InProcessExecutor`` runs cells one after another in this process. A Ray (or process-pool)
+executor implements the same ``run`` generator: it ships each self-contained ``CellTask``,
+forwards epoch events, and yields ``CellResult`` objects; it never touches the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from harness.runner.cells import CellTask
+from harness.runner.work import CellResult, run_cell
+from methods.base import EpochLog
+
+__all__ = ["Executor", "InProcessExecutor"]
+
+StartHook = Callable[[CellTask], None]
+EpochHook = Callable[[CellTask, EpochLog], None]
+
+
+class Executor(Protocol):
+    def run(
+        self, tasks: Iterable[CellTask], on_start: StartHook, on_epoch: EpochHook
+    ) -> Iterator[CellResult]: ...
+
+
+class InProcessExecutor:
+    def run(
+        self, tasks: Iterable[CellTask], on_start: StartHook, on_epoch: EpochHook
+    ) -> Iterator[CellResult]:
+        for task in tasks:
+            on_start(task)
+            yield run_cell(task, on_epoch=lambda entry, t=task: on_epoch(t, entry))

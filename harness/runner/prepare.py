@@ -1,0 +1,123 @@
+"""Dataset -> protocol: load each dataset once, split it, and materialise its candidate lists.
+
+Candidate lists are looked up in the store by (dataset fingerprint, protocol fingerprint) and
+built only when absent, so every method and every training seed, in this run or any later one,
+ranks exactly the same lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from harness.data.dataset import Dataset
+from harness.data.loaders import get_loader
+from harness.protocol.candidates import CandidateSet, build_candidates
+from harness.protocol.split import Split, leave_one_out
+from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.spec.schema import ProtocolSpec
+from harness.store.store import Store
+
+__all__ = ["PreparedData", "candidate_set_id", "load_dataset", "prepare"]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    name: str
+    dataset: Dataset
+    fingerprint: str
+    split: Split
+    candidates: CandidateSet
+    candidate_set_id: str
+    candidate_hash: str
+    train_counts: dict[str, np.ndarray]  # per domain: training interactions per user
+
+    @property
+    def total_train_counts(self) -> np.ndarray:
+        return np.sum(list(self.train_counts.values()), axis=0)
+
+
+def candidate_set_id(fingerprint: str, protocol: ProtocolSpec) -> str:
+    payload = f"{fingerprint}:{protocol.fingerprint()}".encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def load_dataset(loaded: LoadedSpec, name: str) -> Dataset:
+    """Run the dataset's loader; data errors become spec errors that name the dataset."""
+    config = loaded.loader_configs[name]
+    loader = get_loader(loaded.spec.datasets[name].loader)
+    try:
+        dataset = loader.load(config, loaded.base_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SpecError([SpecIssue(str(loaded.path), ("datasets", name), str(exc))]) from None
+    dataset.validate()
+    return dataset
+
+
+def domain_table(dataset: Dataset) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "domain": dataset.domain_names,
+            "n_users": [len(d.all_users()) for d in dataset.domains.values()],
+            "n_items": [d.n_items for d in dataset.domains.values()],
+            "n_interactions": [d.n_interactions for d in dataset.domains.values()],
+        }
+    )
+
+
+def prepare(loaded: LoadedSpec, name: str, store: Store | None) -> PreparedData:
+    """Load, split and attach candidates (from the store when already materialised)."""
+    protocol = loaded.spec.protocol
+    dataset = load_dataset(loaded, name)
+    fingerprint = dataset.fingerprint()
+    split = leave_one_out(dataset, protocol.split_seed)
+    set_id = candidate_set_id(fingerprint, protocol)
+    cands = None
+    if store is not None:
+        store.save_dataset(
+            fingerprint,
+            name,
+            loaded.spec.datasets[name].loader,
+            dataset.source,
+            dataset.user_ids,
+            domain_table(dataset),
+        )
+        cands = store.load_candidates(set_id, dataset.domain_names)
+    if cands is None:
+        cands = build_candidates(dataset, split, protocol.negatives, protocol.split_seed)
+        if store is not None:
+            store.save_candidates(
+                set_id,
+                cands,
+                {
+                    "dataset_fingerprint": fingerprint,
+                    "protocol_fingerprint": protocol.fingerprint(),
+                    "protocol": protocol.model_dump(),
+                    "split_rule": split.rule,
+                },
+            )
+    _check_against_split(cands, split, set_id)
+    counts = {
+        d: np.bincount(split.domains[d].train_users, minlength=dataset.n_users)
+        for d in dataset.domain_names
+    }
+    return PreparedData(
+        name, dataset, fingerprint, split, cands, set_id, cands.content_hash(), counts
+    )
+
+
+def _check_against_split(cands: CandidateSet, split: Split, set_id: str) -> None:
+    """Stored candidates must hold exactly the split's held-out items (guards stale caches)."""
+    for split_name, part in (("valid", cands.valid), ("test", cands.test)):
+        for domain, c in part.items():
+            s = split.domains[domain]
+            users = s.valid_users if split_name == "valid" else s.test_users
+            items = s.valid_items if split_name == "valid" else s.test_items
+            if not (np.array_equal(users, c.users) and np.array_equal(items, c.positives)):
+                raise RuntimeError(
+                    f"candidate set {set_id} ({split_name}/{domain}) does not match "
+                    f"the split; the store is stale or corrupted"
+                )

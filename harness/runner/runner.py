@@ -1,0 +1,278 @@
+"""The driver: plan the cell matrix, skip finished cells, run the rest, commit each result.
+
+Resuming is a property of the store, not of a checkpoint: a cell is either committed with all
+its rows or absent, so rerunning the same spec after Ctrl-C or ``kill -9`` recomputes exactly
+the missing cells.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from harness.provenance import run_info
+from harness.runner.cells import CellTask, code_version, plan_cells
+from harness.runner.executor import Executor, InProcessExecutor
+from harness.runner.prepare import PreparedData, prepare
+from harness.runner.work import CellResult, resolve_device
+from harness.spec.load import LoadedSpec
+from harness.store.store import Store
+from methods.base import EpochLog
+from methods.registry import get_method
+
+__all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    store_path: Path
+    planned: int
+    skipped: int
+    done: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+
+
+def output_dir(loaded: LoadedSpec, override: str | Path | None = None) -> Path:
+    """``--out``, else ``experiment.output`` (relative to the spec), else ./results/<name>."""
+    if override is not None:
+        return Path(override)
+    if loaded.spec.experiment.output:
+        return (loaded.base_dir / loaded.spec.experiment.output).resolve()
+    return Path("results") / loaded.spec.experiment.name
+
+
+def _plan_rows(loaded: LoadedSpec, tasks: list[CellTask]) -> list[dict]:
+    rows = []
+    for t in tasks:
+        cls = get_method(t.kind)
+        rows.append(
+            {
+                "experiment": loaded.spec.experiment.name,
+                "dataset": t.dataset,
+                "method": t.method,
+                "seed": t.seed,
+                "cell_id": t.cell_id,
+                "kind": t.kind,
+                "family": cls.family,
+                "display_name": loaded.spec.methods[t.method].label or cls.display_name or t.method,
+                "domains": json.dumps(t.domains),
+            }
+        )
+    return rows
+
+
+def plan_status(loaded: LoadedSpec, store_path: Path, device: str = "auto") -> pl.DataFrame:
+    """The cell matrix with each cell's stored status (without writing anything)."""
+    store = Store(store_path, read_only=True) if store_path.exists() else None
+    try:
+        prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
+        tasks = plan_cells(loaded, prepared, device)
+        status = store.cell_status([t.cell_id for t in tasks]) if store else {}
+    finally:
+        if store:
+            store.close()
+    return pl.DataFrame(
+        {
+            "dataset": [t.dataset for t in tasks],
+            "method": [t.method for t in tasks],
+            "kind": [t.kind for t in tasks],
+            "seed": [t.seed for t in tasks],
+            "cell_id": [t.cell_id for t in tasks],
+            "status": [status.get(t.cell_id, "pending") for t in tasks],
+        }
+    )
+
+
+def run_spec(
+    loaded: LoadedSpec,
+    out: Path,
+    device: str | None = None,
+    executor: Executor | None = None,
+    console: Console | None = None,
+    retry_failed: bool = True,
+    make_report: bool = True,
+) -> RunSummary:
+    console = console or Console(stderr=True)
+    executor = executor or InProcessExecutor()
+    device_name = device or loaded.spec.experiment.device
+    torch_device = resolve_device(device_name)
+    out.mkdir(parents=True, exist_ok=True)
+    store_path = out / "results.duckdb"
+    run_id = datetime.now().strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
+    with Store(store_path) as store:
+        store.start_run(
+            run_id,
+            run_info(
+                loaded.path,
+                loaded.spec_hash,
+                loaded.text,
+                loaded.spec.experiment.name,
+                torch_device,
+                sys.argv,
+            ),
+        )
+        prepared: dict[str, PreparedData] = {}
+        for name in loaded.spec.datasets:
+            console.print(f"[bold]dataset[/] {name}: loading, splitting, candidates ...")
+            prepared[name] = prepare(loaded, name, store)
+            data = prepared[name]
+            console.print(
+                f"  fingerprint {data.fingerprint}, candidate set "
+                f"{data.candidate_set_id} (content {data.candidate_hash}), "
+                f"{data.dataset.n_users} users, domains {data.dataset.domain_names}"
+            )
+        tasks = plan_cells(loaded, prepared, str(torch_device))
+        store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, tasks))
+        status = store.cell_status([t.cell_id for t in tasks])
+        finished = {"done"} if retry_failed else {"done", "failed"}
+        seen: set[str] = set()
+        pending = []
+        for t in tasks:  # identical cells (same kind, params, seed) run once
+            if status.get(t.cell_id) not in finished and t.cell_id not in seen:
+                pending.append(t)
+                seen.add(t.cell_id)
+        summary = RunSummary(
+            run_id, store_path, planned=len(tasks), skipped=len(tasks) - len(pending)
+        )
+        store.con.execute(
+            "UPDATE runs SET cells_planned = ? WHERE run_id = ?", [len(tasks), run_id]
+        )
+        console.print(
+            f"[bold]plan[/] {len(tasks)} cells: {summary.skipped} already done, "
+            f"{len(pending)} to run on {torch_device}"
+        )
+        state = "interrupted"
+        try:
+            _execute(executor, pending, store, run_id, summary, console)
+            state = "finished"
+        finally:
+            store.finish_run(run_id, state, summary.done, summary.failed)
+    if make_report:
+        from reports.leaderboard import write_report
+
+        summary.report_path = write_report(
+            store_path, out / "report", experiment=loaded.spec.experiment.name
+        )
+    return summary
+
+
+def _execute(
+    executor: Executor,
+    pending: list[CellTask],
+    store: Store,
+    run_id: str,
+    summary: RunSummary,
+    console: Console,
+) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        cells_bar = progress.add_task("cells", total=len(pending))
+        epoch_bar = progress.add_task("", total=None, visible=False)
+
+        def on_start(task: CellTask) -> None:
+            progress.update(
+                epoch_bar,
+                visible=True,
+                completed=0,
+                description=f"{task.dataset}/{task.method}/seed {task.seed}",
+            )
+
+        def on_epoch(task: CellTask, entry: EpochLog) -> None:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in entry.values.items())
+            domain = f" {entry.domain}" if entry.domain else ""
+            progress.update(
+                epoch_bar,
+                description=f"{task.method}/seed {task.seed} "
+                f"{entry.stage}{domain} epoch {entry.epoch}: {shown}",
+            )
+
+        for result in executor.run(pending, on_start, on_epoch):
+            _commit(store, run_id, result)
+            if result.status == "done":
+                summary.done += 1
+            else:
+                summary.failed += 1
+                first_line = (result.error or "").splitlines()[0] if result.error else "?"
+                summary.failures.append(
+                    f"{result.task.dataset}/{result.task.method}/"
+                    f"seed {result.task.seed}: {first_line}"
+                )
+                console.print(f"[red]cell failed[/] {summary.failures[-1]}")
+            # A machine-readable line per committed cell (tests and wrappers rely on it).
+            print(
+                f"cell {result.status} {result.task.cell_id} {result.task.dataset} "
+                f"{result.task.method} seed={result.task.seed} train_s={result.train_s:.2f}",
+                flush=True,
+            )
+            progress.advance(cells_bar)
+
+
+def _commit(store: Store, run_id: str, result: CellResult) -> None:
+    task = result.task
+    cls = get_method(task.kind)
+    curves = pl.DataFrame(
+        [
+            {"stage": c.stage, "domain": c.domain, "epoch": c.epoch, "name": k, "value": float(v)}
+            for c in result.curves
+            for k, v in c.values.items()
+        ],
+        schema={
+            "stage": pl.String,
+            "domain": pl.String,
+            "epoch": pl.Int32,
+            "name": pl.String,
+            "value": pl.Float64,
+        },
+    )
+    now = datetime.now()
+    store.write_cell(
+        {
+            "cell_id": task.cell_id,
+            "run_id": run_id,
+            "dataset_fingerprint": task.prepared.fingerprint,
+            "candidate_set_id": task.prepared.candidate_set_id,
+            "kind": task.kind,
+            "family": cls.family,
+            "params": json.dumps(task.params.model_dump(mode="json")),
+            "seed": task.seed,
+            "code_version": code_version(task.kind),
+            "status": result.status,
+            "error": result.error,
+            "started_at": now,
+            "finished_at": now,
+            "train_s": result.train_s,
+            "infer_s": result.infer_s,
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "best_valid": result.best_valid,
+            "device": result.device,
+            "notes": json.dumps(result.notes, default=str),
+        },
+        result.metrics if result.status == "done" else None,
+        curves,
+    )

@@ -1,0 +1,136 @@
+-- Results store schema (DuckDB). Tables are written by the runner only; users query the views.
+-- Stable interface for SQL: the views per_user, per_user_full, seed_results, leaderboard,
+-- cell_status, timings, training_curves. Column names of these views only ever grow.
+
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    experiment VARCHAR,
+    spec_path VARCHAR,
+    spec_hash VARCHAR,
+    spec_text VARCHAR,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    status VARCHAR,            -- running | finished | interrupted | failed
+    git_sha VARCHAR,
+    git_dirty BOOLEAN,
+    versions VARCHAR,          -- JSON: package versions
+    device VARCHAR,
+    hostname VARCHAR,
+    python VARCHAR,
+    platform VARCHAR,
+    argv VARCHAR,
+    cells_planned INTEGER,
+    cells_done INTEGER,
+    cells_failed INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_fingerprint VARCHAR PRIMARY KEY,
+    name VARCHAR,
+    loader VARCHAR,
+    source VARCHAR,            -- JSON: files and preprocessing
+    n_users INTEGER,
+    created_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS dataset_domains (
+    dataset_fingerprint VARCHAR,
+    domain VARCHAR,
+    n_users INTEGER,
+    n_items INTEGER,
+    n_interactions BIGINT,
+    PRIMARY KEY (dataset_fingerprint, domain)
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    dataset_fingerprint VARCHAR,
+    user_idx INTEGER,
+    user_id VARCHAR,
+    PRIMARY KEY (dataset_fingerprint, user_idx)
+);
+
+CREATE TABLE IF NOT EXISTS candidate_sets (
+    candidate_set_id VARCHAR PRIMARY KEY,   -- hash(dataset fingerprint, protocol fingerprint)
+    content_hash VARCHAR,                   -- sha256 over every stored list
+    dataset_fingerprint VARCHAR,
+    protocol_fingerprint VARCHAR,
+    protocol VARCHAR,                       -- JSON
+    split_rule VARCHAR,
+    split_seed INTEGER,
+    n_negatives INTEGER,
+    n_valid_cases INTEGER,
+    n_test_cases INTEGER,
+    created_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS candidates (
+    candidate_set_id VARCHAR,
+    split VARCHAR,             -- valid | test
+    domain VARCHAR,
+    user_idx INTEGER,
+    positive INTEGER,
+    negatives INTEGER[]
+);
+
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id VARCHAR PRIMARY KEY,            -- content address of the work (see runner.cells)
+    run_id VARCHAR,
+    dataset_fingerprint VARCHAR,
+    candidate_set_id VARCHAR,
+    kind VARCHAR,
+    family VARCHAR,
+    params VARCHAR,                         -- JSON: fully-resolved typed parameters
+    seed INTEGER,
+    code_version VARCHAR,
+    status VARCHAR,                         -- done | failed
+    error VARCHAR,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    train_s DOUBLE,
+    infer_s DOUBLE,
+    epochs INTEGER,
+    best_epoch INTEGER,
+    best_valid DOUBLE,
+    device VARCHAR,
+    notes VARCHAR                           -- JSON
+);
+
+-- Which cells make up each experiment's current plan (replaced on every run of that spec).
+CREATE TABLE IF NOT EXISTS plan_cells (
+    experiment VARCHAR,
+    dataset VARCHAR,
+    method VARCHAR,
+    seed INTEGER,
+    cell_id VARCHAR,
+    kind VARCHAR,
+    family VARCHAR,
+    display_name VARCHAR,
+    domains VARCHAR,                        -- JSON list of evaluated domains
+    PRIMARY KEY (experiment, dataset, method, seed)
+);
+
+CREATE TABLE IF NOT EXISTS user_metrics (
+    cell_id VARCHAR,
+    ranking VARCHAR,                        -- sampled | full
+    domain VARCHAR,
+    user_idx INTEGER,
+    k INTEGER,
+    hr DOUBLE,
+    ndcg DOUBLE,
+    mrr DOUBLE,
+    rank DOUBLE,                            -- expected rank of the positive (1 = best)
+    ties INTEGER,                           -- candidates scoring exactly like the positive
+    n_train_domain INTEGER,
+    n_train_total INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS curves (
+    cell_id VARCHAR,
+    stage VARCHAR,
+    domain VARCHAR,
+    epoch INTEGER,
+    name VARCHAR,
+    value DOUBLE
+);

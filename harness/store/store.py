@@ -1,0 +1,296 @@
+"""The DuckDB results store: one file holding runs, datasets, candidates, cells and per-user rows.
+
+Only the driver process writes. Each finished cell is committed with all of its rows in a single
+transaction, so a crash (even ``kill -9``) leaves either the whole cell or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from harness.errors import HarnessError
+from harness.protocol.candidates import CandidateSet, DomainCandidates
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreLocked", "fetch"]
+
+SCHEMA_VERSION = "1"
+
+
+class StoreLocked(HarnessError):
+    pass
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run a query and return a polars frame."""
+    relation = con.sql(sql, params=params) if params else con.sql(sql)
+    if relation is None:  # a statement that returns no rows
+        return pl.DataFrame()
+    return relation.pl()
+
+
+def _now() -> datetime:
+    return datetime.now()
+
+
+def _sql(name: str) -> str:
+    return resources.files("harness.store").joinpath(name).read_text()
+
+
+class Store:
+    """Read-write access to one results file (created on first use)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"no results store at {self.path}; run `harness run` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(
+                    f"results store {self.path} is in use by another process "
+                    f"(another `harness run`?); wait for it or stop it"
+                ) from None
+            raise
+        if not read_only:
+            self.con.execute(_sql("schema.sql"))
+            self.con.execute(_sql("views.sql"))
+            self.con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
+            )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+    def start_run(self, run_id: str, info: dict[str, Any]) -> None:
+        columns = ["run_id", "started_at", "status", *info]
+        values = [run_id, _now(), "running", *info.values()]
+        marks = ", ".join("?" for _ in columns)
+        self.con.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({marks})", values)
+
+    def finish_run(self, run_id: str, status: str, done: int, failed: int) -> None:
+        self.con.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, cells_done = ?, cells_failed = ? "
+            "WHERE run_id = ?",
+            [_now(), status, done, failed, run_id],
+        )
+
+    # -- datasets -----------------------------------------------------------------------------
+    def save_dataset(
+        self,
+        fingerprint: str,
+        name: str,
+        loader: str,
+        source: dict,
+        user_ids: np.ndarray,
+        domains: pl.DataFrame,
+    ) -> None:
+        if self.con.execute(
+            "SELECT 1 FROM datasets WHERE dataset_fingerprint = ?", [fingerprint]
+        ).fetchall():
+            return
+        users = pl.DataFrame(
+            {
+                "dataset_fingerprint": fingerprint,
+                "user_idx": np.arange(len(user_ids), dtype=np.int32),
+                "user_id": [str(u) for u in user_ids],
+            }
+        )
+        domains = domains.with_columns(pl.lit(fingerprint).alias("dataset_fingerprint"))
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
+                [fingerprint, name, loader, json.dumps(source, default=str), len(user_ids), _now()],
+            )
+            self.con.register("users_df", users)
+            self.con.execute(
+                "INSERT INTO users SELECT dataset_fingerprint, user_idx, user_id FROM users_df"
+            )
+            self.con.unregister("users_df")
+            self.con.register("domains_df", domains)
+            self.con.execute(
+                "INSERT INTO dataset_domains SELECT dataset_fingerprint, domain, "
+                "n_users, n_items, n_interactions FROM domains_df"
+            )
+            self.con.unregister("domains_df")
+
+    # -- candidates ---------------------------------------------------------------------------
+    def save_candidates(self, set_id: str, cands: CandidateSet, meta: dict[str, Any]) -> None:
+        frames = []
+        for split_name, part in (("valid", cands.valid), ("test", cands.test)):
+            for domain, c in part.items():
+                frames.append(
+                    pl.DataFrame(
+                        {
+                            "split": split_name,
+                            "domain": domain,
+                            "user_idx": c.users.astype(np.int32),
+                            "positive": c.positives.astype(np.int32),
+                            "negatives": c.negatives.astype(np.int32),
+                        }
+                    ).with_columns(pl.col("negatives").arr.to_list())
+                )
+        frame = pl.concat(frames) if frames else pl.DataFrame()
+        n_valid = sum(c.n_cases for c in cands.valid.values())
+        n_test = sum(c.n_cases for c in cands.test.values())
+        with self.transaction():
+            self.con.execute("DELETE FROM candidates WHERE candidate_set_id = ?", [set_id])
+            self.con.execute("DELETE FROM candidate_sets WHERE candidate_set_id = ?", [set_id])
+            self.con.execute(
+                "INSERT INTO candidate_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    set_id,
+                    cands.content_hash(),
+                    meta["dataset_fingerprint"],
+                    meta["protocol_fingerprint"],
+                    json.dumps(meta["protocol"]),
+                    meta["split_rule"],
+                    cands.seed,
+                    cands.n_negatives,
+                    n_valid,
+                    n_test,
+                    _now(),
+                ],
+            )
+            if len(frame):
+                self.con.register("cand_df", frame)
+                self.con.execute(
+                    "INSERT INTO candidates SELECT ?, split, domain, user_idx, positive, "
+                    "negatives FROM cand_df",
+                    [set_id],
+                )
+                self.con.unregister("cand_df")
+
+    def load_candidates(self, set_id: str, domains: list[str]) -> CandidateSet | None:
+        """The stored set, verified against its content hash; None when absent."""
+        rows = self.con.execute(
+            "SELECT content_hash, split_seed, n_negatives FROM candidate_sets "
+            "WHERE candidate_set_id = ?",
+            [set_id],
+        ).fetchall()  # fetchall: DuckDB 2 refuses new work while a result is unfinished
+        if not rows:
+            return None
+        content_hash, seed, n_neg = rows[0]
+        table = fetch(
+            self.con,
+            "SELECT split, domain, user_idx, positive, negatives FROM candidates "
+            "WHERE candidate_set_id = ? ORDER BY split, domain, user_idx",
+            [set_id],
+        )
+        parts: dict[str, dict[str, DomainCandidates]] = {"valid": {}, "test": {}}
+        for split_name in parts:
+            for domain in domains:
+                sub = table.filter((pl.col("split") == split_name) & (pl.col("domain") == domain))
+                negatives = (
+                    sub["negatives"].list.to_array(n_neg).to_numpy()
+                    if len(sub)
+                    else np.zeros((0, n_neg))
+                )
+                parts[split_name][domain] = DomainCandidates(
+                    users=sub["user_idx"].to_numpy().astype(np.int64),
+                    positives=sub["positive"].to_numpy().astype(np.int64),
+                    negatives=np.asarray(negatives, dtype=np.int64).reshape(-1, n_neg),
+                )
+        cands = CandidateSet(valid=parts["valid"], test=parts["test"], n_negatives=n_neg, seed=seed)
+        if cands.content_hash() != content_hash:
+            raise ValueError(
+                f"stored candidate set {set_id} fails its content hash; "
+                f"delete it (harness sql cannot) or use a fresh store"
+            )
+        return cands
+
+    # -- plan and cells -----------------------------------------------------------------------
+    def replace_plan(self, experiment: str, rows: list[dict[str, Any]]) -> None:
+        frame = pl.DataFrame(
+            rows,
+            schema={
+                "experiment": pl.String,
+                "dataset": pl.String,
+                "method": pl.String,
+                "seed": pl.Int32,
+                "cell_id": pl.String,
+                "kind": pl.String,
+                "family": pl.String,
+                "display_name": pl.String,
+                "domains": pl.String,
+            },
+        )
+        with self.transaction():
+            self.con.execute("DELETE FROM plan_cells WHERE experiment = ?", [experiment])
+            self.con.register("plan_df", frame)
+            self.con.execute(
+                "INSERT INTO plan_cells SELECT experiment, dataset, method, seed, "
+                "cell_id, kind, family, display_name, domains FROM plan_df"
+            )
+            self.con.unregister("plan_df")
+
+    def cell_status(self, cell_ids: list[str]) -> dict[str, str]:
+        if not cell_ids:
+            return {}
+        rows = self.con.execute(
+            "SELECT cell_id, status FROM cells WHERE cell_id IN (SELECT unnest(?))", [cell_ids]
+        ).fetchall()
+        return dict(rows)
+
+    def write_cell(
+        self, cell: dict[str, Any], metrics: pl.DataFrame | None, curves: pl.DataFrame | None
+    ) -> None:
+        """Replace everything stored for ``cell['cell_id']`` in one transaction."""
+        cell_id = cell["cell_id"]
+        with self.transaction():
+            for table in ("user_metrics", "curves", "cells"):
+                self.con.execute(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id])
+            columns = list(cell)
+            marks = ", ".join("?" for _ in columns)
+            self.con.execute(
+                f"INSERT INTO cells ({', '.join(columns)}) VALUES ({marks})", list(cell.values())
+            )
+            if metrics is not None and len(metrics):
+                self.con.register("metrics_df", metrics)
+                self.con.execute(
+                    "INSERT INTO user_metrics SELECT ?, ranking, domain, user_idx, k, hr, ndcg, "
+                    "mrr, rank, ties, n_train_domain, n_train_total FROM metrics_df",
+                    [cell_id],
+                )
+                self.con.unregister("metrics_df")
+            if curves is not None and len(curves):
+                self.con.register("curves_df", curves)
+                self.con.execute(
+                    "INSERT INTO curves SELECT ?, stage, domain, epoch, name, value FROM curves_df",
+                    [cell_id],
+                )
+                self.con.unregister("curves_df")
+
+    # -- helpers ------------------------------------------------------------------------------
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.con)
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        return fetch(self.con, sql, params)
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,117 @@
+"""Training utilities shared by every method: negative sampling, lazy Adam, early stopping.
+
+They live here once so that BPRMF, UCLR's global pretraining and the graph baselines train
+under identical conventions (methods.md §1.3).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["EarlyStopping", "NegativeSampler", "RowwiseAdam", "seeded_generator"]
+
+
+def seeded_generator(seed: int, *salt: int) -> torch.Generator:
+    """A CPU generator derived from the cell seed, so every random stream is reproducible."""
+    gen = torch.Generator()
+    value = seed
+    for s in salt:
+        value = (value * 1_000_003 + s) % (2**63 - 1)
+    gen.manual_seed(value)
+    return gen
+
+
+class NegativeSampler:
+    """Uniform negatives from ``n_items`` excluding each user's training positives.
+
+    Rejection is vectorised: all draws of a batch are checked at once against sorted
+    ``user * n_items + item`` keys, and only the rejected entries are redrawn.
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int):
+        self.n_items = n_items
+        self.keys = torch.unique(users.cpu() * n_items + items.cpu())  # sorted
+        counts = torch.bincount(
+            users.cpu(), minlength=int(users.max().item()) + 1 if len(users) else 0
+        )
+        if len(counts) and int(counts.max()) >= n_items:
+            raise ValueError("a user interacted with every item; no negative exists")
+
+    def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        keys = users * self.n_items + items
+        pos = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
+        return self.keys[pos] == keys
+
+    def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        users = users.cpu()
+        items = torch.randint(self.n_items, (len(users),), generator=generator)
+        pending = torch.nonzero(self.is_positive(users, items)).squeeze(1)
+        while len(pending):
+            redraw = torch.randint(self.n_items, (len(pending),), generator=generator)
+            items[pending] = redraw
+            pending = pending[self.is_positive(users[pending], redraw)]
+        return items
+
+
+class RowwiseAdam:
+    """Adam updating only the rows touched in a step (the semantics of ``torch.optim.SparseAdam``).
+
+    Moments of untouched rows are not decayed and the bias correction uses the global step,
+    exactly as SparseAdam does; this is what makes an epoch over a 100k-row table cost time
+    proportional to the batch, not the table.
+    """
+
+    def __init__(self, table: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.table = table
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        # First and second moments side by side: one gather and one scatter per step.
+        self.moments = torch.zeros(
+            table.shape[0], 2 * table.shape[1], dtype=table.dtype, device=table.device
+        )
+        self.steps = 0
+
+    def to(self, table: torch.Tensor) -> None:
+        self.table = table
+        self.moments = self.moments.to(table.device)
+
+    def step(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        """Apply one update to ``rows`` (unique indices) with gradient ``grad`` [len(rows), m]."""
+        self.steps += 1
+        dim = grad.shape[1]
+        moments = torch.index_select(self.moments, 0, rows)
+        m, v = moments[:, :dim], moments[:, dim:]
+        m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        self.moments.index_copy_(0, rows, moments)
+        correction2 = math.sqrt(1 - self.beta2**self.steps)
+        step_size = self.lr * correction2 / (1 - self.beta1**self.steps)
+        update = m / v.sqrt().add_(self.eps * correction2)
+        self.table.index_add_(0, rows, update, alpha=-step_size)
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the best checkpoint by a validation metric; stops after ``patience`` evaluations
+    without improvement (methods.md §1.3: patience 10, up to 200 epochs)."""
+
+    patience: int = 10
+    min_delta: float = 0.0
+    best: float = -math.inf
+    best_epoch: int = -1
+    best_state: dict = field(default_factory=dict)
+    _bad: int = 0
+
+    def update(self, epoch: int, value: float, state: dict[str, torch.Tensor]) -> bool:
+        """Record ``value``; return True when training should stop."""
+        if math.isnan(value):
+            raise FloatingPointError(f"validation metric is NaN at epoch {epoch}")
+        if value > self.best + self.min_delta:
+            self.best, self.best_epoch, self._bad = value, epoch, 0
+            self.best_state = copy.deepcopy({k: v.detach().clone() for k, v in state.items()})
+            return False
+        self._bad += 1
+        return self._bad >= self.patience

@@ -1,0 +1,189 @@
+"""Runner, store and report end to end: per-user rows, resume after kill -9, reuse of cells."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.runner.runner import run_spec
+from harness.spec.load import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+[experiment]
+name = "tiny"
+seeds = {seeds}
+
+[datasets.syn]
+loader = "synthetic"
+preset = "quickstart"
+n_users = 300
+n_items = [400, 200, 250]
+n_interactions = [4000, 2000, 1800]
+
+[protocol]
+negatives = 99
+ks = [10, 20]
+full_ranking = true
+
+[methods.bprmf]
+kind = "bprmf"
+[methods.bprmf.params]
+embedding_size = 16
+batch_size = 256
+learning_rate = 0.01
+max_epochs = {epochs}
+patience = 3
+
+[methods.pop]
+kind = "popularity"
+"""
+
+
+def _spec(tmp_path: Path, seeds=(0, 1), epochs: int = 15) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(seeds=list(seeds), epochs=epochs))
+    return path
+
+
+def _scalar(db: Path, sql: str):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_run_stores_per_user_rows_and_reuses_finished_cells(tmp_path):
+    out = tmp_path / "out"
+    loaded = load_spec(_spec(tmp_path))
+    first = run_spec(loaded, out, device="cpu")
+    assert (first.done, first.failed, first.skipped) == (4, 0, 0)
+    db = out / "results.duckdb"
+    cases = _scalar(db, "SELECT sum(n_test_cases) FROM candidate_sets")
+    # every test case gets one row per K, method and seed; nothing else
+    assert _scalar(db, "SELECT count(*) FROM per_user") == cases * 2 * 2 * 2
+    assert _scalar(db, "SELECT count(*) FROM per_user_full") == cases * 2 * 2 * 2
+    assert _scalar(db, "SELECT count(DISTINCT user_id) FROM per_user") == 300
+    assert _scalar(db, "SELECT min(hr) >= 0 AND max(hr) <= 1 FROM per_user")
+    # learned model beats chance (HR@10 = 0.1 for a random ranking of 100 candidates)
+    hr = _scalar(
+        db,
+        "SELECT avg(hr_mean) FROM leaderboard WHERE method = 'bprmf' AND k = 10 "
+        "AND ranking = 'sampled'",
+    )
+    assert hr > 0.2
+    assert _scalar(db, "SELECT count(*) FROM training_curves WHERE name = 'valid_ndcg@10'") > 0
+    assert "bprmf" in (out / "report" / "index.html").read_text()
+
+    second = run_spec(load_spec(_spec(tmp_path)), out, device="cpu")
+    assert (second.done, second.skipped) == (0, 4)
+    # a changed parameter is a new cell; the others are reused
+    changed = _spec(tmp_path, epochs=16)
+    third = run_spec(load_spec(changed), out, device="cpu")
+    assert (third.done, third.skipped) == (2, 2)
+    assert _scalar(db, "SELECT count(*) FROM plan") == 4
+
+
+def test_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    from methods.popularity import Popularity
+
+    def boom(self, data, ctx):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(Popularity, "fit", boom)
+    out = tmp_path / "out"
+    summary = run_spec(load_spec(_spec(tmp_path, seeds=(0,))), out, device="cpu", make_report=False)
+    assert (summary.done, summary.failed) == (1, 1)
+    error = _scalar(out / "results.duckdb", "SELECT error FROM plan WHERE method = 'pop'")
+    assert error.startswith("RuntimeError: planted failure")
+
+
+def test_resume_after_kill_9_leaves_no_duplicates(tmp_path):
+    spec = _spec(tmp_path, seeds=(0, 1, 2, 3, 4, 5), epochs=8)
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(spec),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-report",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO
+    )
+    committed = 0
+    for line in proc.stdout:
+        if line.startswith("cell done"):
+            committed += 1
+            if committed == 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    db = out / "results.duckdb"
+    done_before = _scalar(db, "SELECT count(*) FROM cells WHERE status = 'done'")
+    assert 2 <= done_before < 12
+
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"{12 - done_before} to run" in result.stderr
+    assert _scalar(db, "SELECT count(*) FROM cells WHERE status = 'done'") == 12
+    duplicates = _scalar(
+        db,
+        "SELECT count(*) FROM (SELECT cell_id, ranking, domain, user_idx, k "
+        "FROM user_metrics GROUP BY ALL HAVING count(*) > 1)",
+    )
+    assert duplicates == 0
+    assert _scalar(db, "SELECT count(*) FROM runs WHERE status = 'finished'") == 1
+
+
+def test_sql_command_is_read_only_and_formats(tmp_path):
+    out = tmp_path / "out"
+    run_spec(load_spec(_spec(tmp_path, seeds=(0,))), out, device="cpu", make_report=False)
+    db = str(out / "results.duckdb")
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "sql",
+            "SELECT method, count(*) AS n FROM per_user GROUP BY 1 ORDER BY 1",
+            "--store",
+            db,
+            "--format",
+            "csv",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == "method,n"
+    res = runner.invoke(app, ["sql", "DELETE FROM cells", "--store", db])
+    assert res.exit_code == 2 and "read-only" in res.output.lower()
+
+
+@pytest.mark.slow
+def test_quickstart_spec_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    result = CliRunner().invoke(
+        app, ["run", str(REPO / "specs" / "quickstart.toml"), "--out", str(out), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    db = out / "results.duckdb"
+    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 6
+    html = (out / "report" / "index.html").read_text()
+    assert "Metric@10" in html and "Metric@20" in html and "MostPop" in html
+    assert "<script src" not in html and "http" not in html.split("<body>")[1].split("<pre>")[0]
