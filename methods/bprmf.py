@@ -14,7 +14,14 @@ from pydantic import Field
 
 from methods.base import EpochLog, FitContext, FitSummary, Method, MethodParams, TrainingData
 from methods.registry import register
-from methods.training import EarlyStopping, NegativeSampler, RowwiseAdam, seeded_generator
+from methods.scoring import DotScorer
+from methods.training import (
+    EarlyStopping,
+    NegativeSampler,
+    RowwiseAdam,
+    Workspace,
+    seeded_generator,
+)
 
 __all__ = ["BPRMF", "BPRMFParams", "MFTables", "train_bpr_tables"]
 
@@ -46,6 +53,7 @@ class MFTables:
             else:
                 rows.normal_(0.0, params.init_std, generator=gen)
         self.opt = RowwiseAdam(self.weights, params.learning_rate)
+        self.workspace = Workspace()
 
     @property
     def users(self) -> torch.Tensor:
@@ -69,25 +77,33 @@ class MFTables:
 
 def bpr_step(
     tables: MFTables, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float
-) -> float:
-    """One BPR step with analytic gradients; returns the batch loss (without the L2 term)."""
+) -> torch.Tensor:
+    """One BPR step with analytic gradients; returns the batch loss (without the L2 term).
+
+    The loss stays a tensor so that GPU steps do not synchronise with the host.
+    """
+    ws = tables.workspace
     offset = tables.n_users
     batch = len(users)
     rows = torch.cat([users, pos + offset, neg + offset])
-    gathered = torch.index_select(tables.weights, 0, rows)
+    gathered = ws.take("gathered", 3 * batch, tables.weights.shape[1], tables.weights)
+    torch.index_select(tables.weights, 0, rows, out=gathered)
     u, i, j = gathered.chunk(3)
-    diff = i - j
-    x = (u * diff).sum(1)
+    diff = ws.take("diff", batch, gathered.shape[1], gathered)
+    torch.sub(i, j, out=diff)
+    x = torch.linalg.vecdot(u, diff)
     coef = torch.sigmoid(-x).div_(-batch).unsqueeze(1)  # d softplus(-x) / dx, batch-averaged
-    grad = gathered.mul(reg / batch)
+    grad = ws.take("grad", 3 * batch, gathered.shape[1], gathered)
+    torch.mul(gathered, reg / batch, out=grad)
     g_u, g_i, g_j = grad.chunk(3)
     g_u.addcmul_(diff, coef)
     g_i.addcmul_(u, coef)
     g_j.addcmul_(u, coef, value=-1.0)
     unique, inverse = torch.unique(rows, return_inverse=True)
-    summed = grad.new_zeros(len(unique), grad.shape[1]).index_add_(0, inverse, grad)
+    summed = ws.take("summed", len(unique), grad.shape[1], grad).zero_()
+    summed.index_add_(0, inverse, grad)
     tables.opt.step(unique, summed)
-    return float(torch.nn.functional.softplus(-x).mean())
+    return torch.nn.functional.softplus(-x).mean()
 
 
 def train_bpr_tables(
@@ -116,14 +132,14 @@ def train_bpr_tables(
         negatives = sampler.sample(users[order], gen)
         ep_users, ep_pos = users[order].to(device), items[order].to(device)
         ep_neg = negatives.to(device)
-        total = 0.0
+        total = torch.zeros((), device=device)
         for start in range(0, n, params.batch_size):
             end = start + params.batch_size
             loss = bpr_step(
                 tables, ep_users[start:end], ep_pos[start:end], ep_neg[start:end], params.reg
             )
             total += loss * (min(end, n) - start)
-        values = {"bpr_loss": total / max(n, 1)}
+        values = {"bpr_loss": float(total) / max(n, 1)}
         stop = False
         if epoch % params.eval_every == 0 or epoch == params.max_epochs:
             valid = validate()
@@ -153,6 +169,7 @@ class BPRMF(Method):
 
     def fit(self, data: TrainingData, ctx: FitContext) -> FitSummary:
         p: BPRMFParams = self.params  # type: ignore[assignment]
+        self._scorer = DotScorer()
         self.tables: dict[str, MFTables] = {}
         summaries = {}
         for index, domain in enumerate(data.domains):
@@ -186,7 +203,7 @@ class BPRMF(Method):
 
     def score(self, users: torch.Tensor, domain: str, items: torch.Tensor) -> torch.Tensor:
         tables = self.tables[domain]
-        return torch.bmm(tables.items[items], tables.users[users].unsqueeze(2)).squeeze(2)
+        return self._scorer(tables.users[users], tables.items, items)
 
     def score_all(self, users: torch.Tensor, domain: str) -> torch.Tensor:
         tables = self.tables[domain]

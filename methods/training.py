@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["EarlyStopping", "NegativeSampler", "RowwiseAdam", "seeded_generator"]
+__all__ = ["EarlyStopping", "NegativeSampler", "RowwiseAdam", "Workspace", "seeded_generator"]
 
 
 def seeded_generator(seed: int, *salt: int) -> torch.Generator:
@@ -57,6 +57,30 @@ class NegativeSampler:
         return items
 
 
+class Workspace:
+    """Reusable scratch buffers for hot loops.
+
+    Fresh multi-megabyte tensors every step cost page faults that, on CPU, take longer than the
+    arithmetic; handing out views of buffers that only ever grow removes them.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        """A [rows, cols] view (uninitialised) with ``like``'s dtype and device."""
+        buf = self._buffers.get(name)
+        if (
+            buf is None
+            or buf.numel() < rows * cols
+            or buf.device != like.device
+            or (buf.dtype != like.dtype)
+        ):
+            buf = torch.empty(max(rows * cols, 1), dtype=like.dtype, device=like.device)
+            self._buffers[name] = buf
+        return buf[: rows * cols].view(rows, cols)
+
+
 class RowwiseAdam:
     """Adam updating only the rows touched in a step (the semantics of ``torch.optim.SparseAdam``).
 
@@ -73,6 +97,7 @@ class RowwiseAdam:
             table.shape[0], 2 * table.shape[1], dtype=table.dtype, device=table.device
         )
         self.steps = 0
+        self.workspace = Workspace()
 
     def to(self, table: torch.Tensor) -> None:
         self.table = table
@@ -81,15 +106,18 @@ class RowwiseAdam:
     def step(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
         """Apply one update to ``rows`` (unique indices) with gradient ``grad`` [len(rows), m]."""
         self.steps += 1
-        dim = grad.shape[1]
-        moments = torch.index_select(self.moments, 0, rows)
+        n, dim = grad.shape
+        moments = self.workspace.take("moments", n, 2 * dim, self.moments)
+        torch.index_select(self.moments, 0, rows, out=moments)
         m, v = moments[:, :dim], moments[:, dim:]
         m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
         v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
         self.moments.index_copy_(0, rows, moments)
         correction2 = math.sqrt(1 - self.beta2**self.steps)
         step_size = self.lr * correction2 / (1 - self.beta1**self.steps)
-        update = m / v.sqrt().add_(self.eps * correction2)
+        update = self.workspace.take("update", n, dim, grad)
+        torch.sqrt(v, out=update).add_(self.eps)  # SparseAdam's eps placement, not dense Adam's
+        torch.div(m, update, out=update)
         self.table.index_add_(0, rows, update, alpha=-step_size)
 
 

@@ -72,3 +72,16 @@ def test_counts_from_real_scores():
     scores = torch.tensor([[0.5, 0.9, 0.5, 0.1, 0.7]])  # positive 0.5: above 0.9, 0.7; tie 0.5
     g, t = compare_to_positive(scores[:, 1:], scores[:, 0])
     assert (int(g), int(t)) == (2, 1)
+
+
+def test_sampled_and_gathered_dot_products_agree():
+    from methods.scoring import DotScorer, gathered_dot
+
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randn(50, 16, generator=gen)
+    table = torch.randn(300, 16, generator=gen)
+    items = torch.stack([torch.randperm(300, generator=gen)[:20] for _ in range(50)])
+    expected = gathered_dot(users, table, items)
+    assert torch.allclose(DotScorer()(users, table, items), expected, atol=1e-5)
+    items[:, 1] = items[:, 0]  # repeated candidates fall back to the gather path
+    assert torch.allclose(DotScorer()(users, table, items), gathered_dot(users, table, items))

@@ -45,7 +45,7 @@ class TensorCandidates:
 
 @torch.no_grad()
 def rank_candidates(
-    score: ScoreFn, domain: str, cands: TensorCandidates, batch_size: int = 8192
+    score: ScoreFn, domain: str, cands: TensorCandidates, batch_size: int = 32768
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(greater, ties) per case, scoring ``batch_size`` cases per call."""
     greater, ties = [], []
