@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +23,7 @@ __all__ = [
     "Method",
     "MethodParams",
     "TrainingData",
+    "UserValues",
     "ValidationOracle",
 ]
 
@@ -86,12 +88,23 @@ class FitContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class UserValues:
+    """One value per user that a method wants kept for inspection (e.g. UCLR's temperatures)."""
+
+    stage: str
+    name: str
+    values: np.ndarray  # float [n_users]
+    domain: str | None = None
+
+
 @dataclass
 class FitSummary:
     epochs: int
     best_epoch: int
     best_valid: float
     notes: dict[str, Any] = field(default_factory=dict)
+    user_values: list[UserValues] = field(default_factory=list)
 
 
 class Method(ABC):
@@ -106,6 +119,11 @@ class Method(ABC):
     family: ClassVar[Literal["single-domain", "cross-domain", "ours"]] = "single-domain"
     version: ClassVar[str] = "1"
     display_name: ClassVar[str] = ""
+
+    @classmethod
+    def quick_params(cls) -> MethodParams:
+        """Tiny, fast settings for the contract tests (few epochs, small embeddings)."""
+        return cls.Params()
 
     def __init__(self, params: MethodParams, n_users: int, n_items: dict[str, int]):
         self.params = params

@@ -7,6 +7,7 @@ times more on CPU and dense Adam would touch all 100k+ item rows every step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -16,10 +17,10 @@ from methods.base import EpochLog, FitContext, FitSummary, Method, MethodParams,
 from methods.registry import register
 from methods.scoring import DotScorer
 from methods.training import (
-    EarlyStopping,
     NegativeSampler,
     RowwiseAdam,
     Workspace,
+    run_epochs,
     seeded_generator,
 )
 
@@ -113,21 +114,21 @@ def train_bpr_tables(
     sampler: NegativeSampler,
     params: BPRMFParams,
     gen: torch.Generator,
-    validate,
-    log,
+    validate: Callable[[], float],
+    log: Callable[[EpochLog], None],
     stage: str,
     domain: str | None = None,
 ) -> FitSummary:
     """BPR training with per-epoch shuffling, fresh negatives and early stopping.
 
     ``validate()`` returns the selection metric for the current tables; the best tables are
-    restored before returning.
+    restored before returning. Also used for UCLR's global pretraining (over the union of
+    domains, with a sampler over the global item space).
     """
-    device = tables.users.device
-    stopper = EarlyStopping(patience=params.patience)
+    device = tables.weights.device
     n = len(users)
-    epoch = 0
-    for epoch in range(1, params.max_epochs + 1):
+
+    def train_epoch(_epoch: int) -> dict[str, float]:
         order = torch.randperm(n, generator=gen)
         negatives = sampler.sample(users[order], gen)
         ep_users, ep_pos = users[order].to(device), items[order].to(device)
@@ -139,22 +140,20 @@ def train_bpr_tables(
                 tables, ep_users[start:end], ep_pos[start:end], ep_neg[start:end], params.reg
             )
             total += loss * (min(end, n) - start)
-        values = {"bpr_loss": float(total) / max(n, 1)}
-        stop = False
-        if epoch % params.eval_every == 0 or epoch == params.max_epochs:
-            valid = validate()
-            values["valid_ndcg@10"] = valid
-            stop = stopper.update(epoch, valid, tables.state())
-        if not all(torch.isfinite(torch.tensor(v)) for v in values.values()):
-            raise FloatingPointError(
-                f"{stage}: non-finite training value {values} at epoch {epoch}"
-            )
-        log(EpochLog(stage=stage, epoch=epoch, values=values, domain=domain))
-        if stop:
-            break
-    if stopper.best_state:
-        tables.load(stopper.best_state)
-    return FitSummary(epochs=epoch, best_epoch=stopper.best_epoch, best_valid=stopper.best)
+        return {"bpr_loss": float(total) / max(n, 1)}
+
+    return run_epochs(
+        train_epoch,
+        validate,
+        tables.state,
+        tables.load,
+        max_epochs=params.max_epochs,
+        patience=params.patience,
+        eval_every=params.eval_every,
+        log=log,
+        stage=stage,
+        domain=domain,
+    )
 
 
 @register
@@ -166,6 +165,10 @@ class BPRMF(Method):
     family = "single-domain"
     display_name = "BPRMF"
     version = "1"
+
+    @classmethod
+    def quick_params(cls) -> BPRMFParams:
+        return BPRMFParams(embedding_size=8, batch_size=256, max_epochs=3, patience=2)
 
     def fit(self, data: TrainingData, ctx: FitContext) -> FitSummary:
         p: BPRMFParams = self.params  # type: ignore[assignment]

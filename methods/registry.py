@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 
 from methods.base import Method
 
 __all__ = ["UnknownMethod", "available", "get_method", "register"]
 
 _REGISTRY: dict[str, type[Method]] = {}
-# Modules that define methods; importing them registers their classes. A new method is one
-# module here (or in the uclr package) plus its tests.
-_METHOD_MODULES = ("methods.bprmf", "methods.popularity")
+# Packages whose modules define methods; importing a module registers its classes. A new
+# method is one module in ``methods/`` (or in the ``uclr`` package) plus its tests; modules
+# whose name starts with "_" and the shared infrastructure below are not scanned.
+_METHOD_PACKAGES = ("methods", "uclr")
+_INFRASTRUCTURE = {"base", "registry", "training", "scoring", "graph"}
 
 
 class UnknownMethod(KeyError):
@@ -29,8 +32,11 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def _load_all() -> None:
-    for module in _METHOD_MODULES:
-        importlib.import_module(module)
+    for package_name in _METHOD_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_") and info.name not in _INFRASTRUCTURE:
+                importlib.import_module(f"{package_name}.{info.name}")
 
 
 def available() -> dict[str, type[Method]]:

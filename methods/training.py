@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["EarlyStopping", "NegativeSampler", "RowwiseAdam", "Workspace", "seeded_generator"]
+from methods.base import EpochLog, FitSummary
+
+__all__ = [
+    "EarlyStopping",
+    "NegativeSampler",
+    "RowwiseAdam",
+    "Workspace",
+    "run_epochs",
+    "seeded_generator",
+]
 
 
 def seeded_generator(seed: int, *salt: int) -> torch.Generator:
@@ -143,3 +153,42 @@ class EarlyStopping:
             return False
         self._bad += 1
         return self._bad >= self.patience
+
+
+def run_epochs(
+    train_epoch: Callable[[int], dict[str, float]],
+    validate: Callable[[], float],
+    get_state: Callable[[], dict[str, torch.Tensor]],
+    set_state: Callable[[dict[str, torch.Tensor]], None],
+    *,
+    max_epochs: int,
+    patience: int,
+    eval_every: int = 1,
+    log: Callable[[EpochLog], None] = lambda _entry: None,
+    stage: str,
+    domain: str | None = None,
+) -> FitSummary:
+    """The one training loop with validation-based early stopping every method shares.
+
+    ``train_epoch(epoch)`` trains one epoch and returns its losses; ``validate()`` returns the
+    selection metric (validation NDCG@K). The best state is restored before returning, and a
+    non-finite loss or metric stops the cell with a clear error instead of a silent collapse.
+    """
+    stopper = EarlyStopping(patience=patience)
+    epoch = 0
+    for epoch in range(1, max_epochs + 1):
+        values = dict(train_epoch(epoch))
+        stop = False
+        if epoch % eval_every == 0 or epoch == max_epochs:
+            values["valid_ndcg"] = validate()
+            stop = stopper.update(epoch, values["valid_ndcg"], get_state())
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            where = f"{stage}" + (f" ({domain})" if domain else "")
+            raise FloatingPointError(f"{where}: non-finite {bad} at epoch {epoch}")
+        log(EpochLog(stage=stage, epoch=epoch, values=values, domain=domain))
+        if stop:
+            break
+    if stopper.best_state:
+        set_state(stopper.best_state)
+    return FitSummary(epochs=epoch, best_epoch=stopper.best_epoch, best_valid=stopper.best)

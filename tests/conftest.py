@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,72 @@ def shared_data() -> Path:
             f"the repository"
         )
     return SHARED_DATA
+
+
+# --- A small synthetic dataset with a planted preference signal, shared by method tests ------
+
+PLANTED_CONFIG = {
+    "loader": "synthetic",
+    "preset": "quickstart",
+    "n_users": 400,
+    "n_items": [400, 250, 300],
+    "n_interactions": [6000, 3000, 2500],
+    "max_user_fraction": 0.2,
+    "popularity_exponent": 0.5,  # weak enough that popularity alone loses to personalisation
+}
+PLANTED_NEGATIVES = 49
+# Expected NDCG@10 of a random ranking of 1 + 49 candidates (positions uniform on 1..50).
+RANDOM_NDCG10 = sum(1 / math.log2(p + 1) for p in range(1, 11)) / (PLANTED_NEGATIVES + 1)
+
+
+@functools.lru_cache(maxsize=1)
+def planted_setup():
+    """(dataset, split, candidates) of the planted dataset; built once per test session."""
+    from harness.data.loaders import get_loader
+    from harness.protocol.candidates import build_candidates
+    from harness.protocol.split import leave_one_out
+
+    loader = get_loader("synthetic")
+    ds = loader.load(loader.config_model.model_validate(PLANTED_CONFIG), Path("."))
+    split = leave_one_out(ds, 0)
+    return ds, split, build_candidates(ds, split, PLANTED_NEGATIVES, 0)
+
+
+def planted_training_data(device: str = "cpu"):
+    """(TrainingData, validator) for the planted dataset: training pairs only."""
+    import torch
+
+    from harness.evaluation.evaluator import CandidateValidator, TensorCandidates
+    from methods.base import TrainingData
+
+    ds, split, cands = planted_setup()
+    dev = torch.device(device)
+    data = TrainingData(
+        n_users=ds.n_users,
+        domains=ds.domain_names,
+        n_items={d: ds.domains[d].n_items for d in ds.domain_names},
+        users={
+            d: torch.as_tensor(split.domains[d].train_users, device=dev) for d in ds.domain_names
+        },
+        items={
+            d: torch.as_tensor(split.domains[d].train_items, device=dev) for d in ds.domain_names
+        },
+    )
+    validator = CandidateValidator(
+        {d: TensorCandidates.from_numpy(c, dev) for d, c in cands.valid.items()}
+    )
+    return data, validator
+
+
+def fit_planted(method_cls, params, seed: int = 0):
+    """Fit ``method_cls`` on the planted data; return (method, summary, validator)."""
+    import torch
+
+    from methods.base import FitContext
+
+    data, validator = planted_training_data()
+    method = method_cls(params, data.n_users, data.n_items)
+    summary = method.fit(
+        data, FitContext(seed=seed, device=torch.device("cpu"), validate=validator)
+    )
+    return method, summary, validator

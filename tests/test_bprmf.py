@@ -1,19 +1,12 @@
 """BPRMF: analytic gradients + row-wise Adam equal autograd + SparseAdam; it learns; seeded."""
 
-import math
-from pathlib import Path
-
 import pytest
 import torch
 
-from harness.data.loaders import get_loader
-from harness.evaluation.evaluator import CandidateValidator, TensorCandidates
-from harness.protocol.candidates import build_candidates
-from harness.protocol.split import leave_one_out
-from methods.base import FitContext, TrainingData
 from methods.bprmf import BPRMF, BPRMFParams, MFTables, bpr_step
 from methods.popularity import Popularity, PopularityParams
 from methods.training import seeded_generator
+from tests.conftest import RANDOM_NDCG10, fit_planted
 
 
 def test_analytic_step_matches_autograd_with_sparse_adam():
@@ -44,47 +37,11 @@ def test_analytic_step_matches_autograd_with_sparse_adam():
         torch.set_default_dtype(torch.float32)
 
 
-def _fit(method_cls, params, seed=0):
-    """Fit on a small synthetic dataset with a planted preference signal."""
-    loader = get_loader("synthetic")
-    config = loader.config_model.model_validate(
-        {
-            "loader": "synthetic",
-            "preset": "quickstart",
-            "n_users": 300,
-            "n_items": [400, 200, 250],
-            "n_interactions": [5000, 2500, 2000],
-        }
-    )
-    ds = loader.load(config, Path("."))
-    split = leave_one_out(ds, 0)
-    cands = build_candidates(ds, split, 49, 0)
-    data = TrainingData(
-        n_users=ds.n_users,
-        domains=ds.domain_names,
-        n_items={d: ds.domains[d].n_items for d in ds.domain_names},
-        users={d: torch.as_tensor(split.domains[d].train_users) for d in ds.domain_names},
-        items={d: torch.as_tensor(split.domains[d].train_items) for d in ds.domain_names},
-    )
-    validator = CandidateValidator(
-        {d: TensorCandidates.from_numpy(c, torch.device("cpu")) for d, c in cands.valid.items()}
-    )
-    method = method_cls(params, data.n_users, data.n_items)
-    summary = method.fit(
-        data, FitContext(seed=seed, device=torch.device("cpu"), validate=validator)
-    )
-    return method, summary, validator
-
-
-# Expected NDCG@10 of a random ranking of 50 candidates: positions uniform on 1..50.
-RANDOM_NDCG10 = sum(1 / math.log2(p + 1) for p in range(1, 11)) / 50
-
-
 def test_bprmf_learns_the_planted_signal_and_is_deterministic():
-    params = BPRMFParams(embedding_size=16, batch_size=256, learning_rate=0.01, max_epochs=30)
-    a, summary, validator = _fit(BPRMF, params, seed=0)
-    b, _, _ = _fit(BPRMF, params, seed=0)
-    c, _, _ = _fit(BPRMF, params, seed=1)
+    params = BPRMFParams(embedding_size=32, batch_size=256, learning_rate=0.01, max_epochs=40)
+    a, summary, validator = fit_planted(BPRMF, params, seed=0)
+    b, _, _ = fit_planted(BPRMF, params, seed=0)
+    c, _, _ = fit_planted(BPRMF, params, seed=1)
     users = torch.arange(10)
     items = torch.arange(20).expand(10, -1)
     assert torch.equal(a.score(users, "books", items), b.score(users, "books", items))
@@ -92,11 +49,14 @@ def test_bprmf_learns_the_planted_signal_and_is_deterministic():
     assert 1 <= summary.best_epoch <= summary.epochs
     valid = validator(a.score)
     assert min(valid.values()) > 1.5 * RANDOM_NDCG10, valid
+    pop, _, _ = fit_planted(Popularity, PopularityParams())
+    popular = validator(pop.score)
+    assert all(valid[d] > popular[d] for d in valid), (valid, popular)
     assert summary.best_valid == pytest.approx(sum(valid.values()) / len(valid))
 
 
 def test_popularity_scores_training_counts():
-    method, _, validator = _fit(Popularity, PopularityParams())
+    method, _, validator = fit_planted(Popularity, PopularityParams())
     scores = method.score(torch.tensor([0, 1]), "books", torch.tensor([[0, 1], [2, 3]]))
     assert scores.shape == (2, 2) and (scores >= 0).all()
     assert min(validator(method.score).values()) > RANDOM_NDCG10

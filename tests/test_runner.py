@@ -82,7 +82,7 @@ def test_run_stores_per_user_rows_and_reuses_finished_cells(tmp_path):
         "AND ranking = 'sampled'",
     )
     assert hr > 0.2
-    assert _scalar(db, "SELECT count(*) FROM training_curves WHERE name = 'valid_ndcg@10'") > 0
+    assert _scalar(db, "SELECT count(*) FROM training_curves WHERE name = 'valid_ndcg'") > 0
     assert "bprmf" in (out / "report" / "index.html").read_text()
 
     second = run_spec(load_spec(_spec(tmp_path)), out, device="cpu")

@@ -75,6 +75,10 @@ def prepare(loaded: LoadedSpec, name: str, store: Store | None) -> PreparedData:
     fingerprint = dataset.fingerprint()
     split = leave_one_out(dataset, protocol.split_seed)
     set_id = candidate_set_id(fingerprint, protocol)
+    counts = {
+        d: np.bincount(split.domains[d].train_users, minlength=dataset.n_users)
+        for d in dataset.domain_names
+    }
     cands = None
     if store is not None:
         store.save_dataset(
@@ -98,12 +102,9 @@ def prepare(loaded: LoadedSpec, name: str, store: Store | None) -> PreparedData:
                     "protocol": protocol.model_dump(),
                     "split_rule": split.rule,
                 },
+                train_counts=counts,
             )
     _check_against_split(cands, split, set_id)
-    counts = {
-        d: np.bincount(split.domains[d].train_users, minlength=dataset.n_users)
-        for d in dataset.domain_names
-    }
     return PreparedData(
         name, dataset, fingerprint, split, cands, set_id, cands.content_hash(), counts
     )

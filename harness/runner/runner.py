@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from rich.console import Console
 from rich.progress import (
@@ -249,6 +250,25 @@ def _commit(store: Store, run_id: str, result: CellResult) -> None:
             "value": pl.Float64,
         },
     )
+    values = (
+        pl.concat(
+            [
+                pl.DataFrame(
+                    {
+                        "stage": v.stage,
+                        "domain": v.domain,
+                        "name": v.name,
+                        "user_idx": np.arange(len(v.values), dtype=np.int32),
+                        "value": np.asarray(v.values, dtype=np.float64),
+                    },
+                    schema_overrides={"domain": pl.String},
+                )
+                for v in result.user_values
+            ]
+        )
+        if result.user_values
+        else None
+    )
     now = datetime.now()
     store.write_cell(
         {
@@ -263,7 +283,7 @@ def _commit(store: Store, run_id: str, result: CellResult) -> None:
             "code_version": code_version(task.kind),
             "status": result.status,
             "error": result.error,
-            "started_at": now,
+            "started_at": result.started_at,
             "finished_at": now,
             "train_s": result.train_s,
             "infer_s": result.infer_s,
@@ -275,4 +295,5 @@ def _commit(store: Store, run_id: str, result: CellResult) -> None:
         },
         result.metrics if result.status == "done" else None,
         curves,
+        values,
     )

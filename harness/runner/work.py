@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from harness.evaluation.evaluator import (
     result_table,
 )
 from harness.runner.cells import CellTask
-from methods.base import EpochLog, FitContext, TrainingData
+from methods.base import EpochLog, FitContext, TrainingData, UserValues
 from methods.registry import get_method
 
 __all__ = ["CellResult", "LeakageError", "resolve_device", "run_cell"]
@@ -51,6 +52,8 @@ class CellResult:
     metrics: pl.DataFrame | None = None
     curves: list[EpochLog] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    user_values: list[UserValues] = field(default_factory=list)
+    started_at: datetime = field(default_factory=datetime.now)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,6 +129,7 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
         result.metrics = _metrics_frame(outcomes, task)
         result.epochs, result.best_epoch = summary.epochs, summary.best_epoch
         result.best_valid, result.notes = summary.best_valid, summary.notes
+        result.user_values = summary.user_values
         result.status = "done"
     except KeyboardInterrupt:
         raise

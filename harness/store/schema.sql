@@ -134,3 +134,21 @@ CREATE TABLE IF NOT EXISTS curves (
     name VARCHAR,
     value DOUBLE
 );
+
+-- Per-user values a method exposes for inspection (UCLR: final temperature per stage).
+CREATE TABLE IF NOT EXISTS user_values (
+    cell_id VARCHAR,
+    stage VARCHAR,
+    domain VARCHAR,
+    name VARCHAR,
+    user_idx INTEGER,
+    value DOUBLE
+);
+
+-- Training interactions per user and domain under a candidate set's split (activity axis).
+CREATE TABLE IF NOT EXISTS train_counts (
+    candidate_set_id VARCHAR,
+    domain VARCHAR,
+    user_idx INTEGER,
+    n_train INTEGER
+);

@@ -131,7 +131,13 @@ class Store:
             self.con.unregister("domains_df")
 
     # -- candidates ---------------------------------------------------------------------------
-    def save_candidates(self, set_id: str, cands: CandidateSet, meta: dict[str, Any]) -> None:
+    def save_candidates(
+        self,
+        set_id: str,
+        cands: CandidateSet,
+        meta: dict[str, Any],
+        train_counts: dict[str, np.ndarray] | None = None,
+    ) -> None:
         frames = []
         for split_name, part in (("valid", cands.valid), ("test", cands.test)):
             for domain, c in part.items():
@@ -152,6 +158,26 @@ class Store:
         with self.transaction():
             self.con.execute("DELETE FROM candidates WHERE candidate_set_id = ?", [set_id])
             self.con.execute("DELETE FROM candidate_sets WHERE candidate_set_id = ?", [set_id])
+            self.con.execute("DELETE FROM train_counts WHERE candidate_set_id = ?", [set_id])
+            if train_counts:
+                counts = pl.concat(
+                    [
+                        pl.DataFrame(
+                            {
+                                "domain": domain,
+                                "user_idx": np.arange(len(c), dtype=np.int32),
+                                "n_train": c.astype(np.int32),
+                            }
+                        )
+                        for domain, c in train_counts.items()
+                    ]
+                )
+                self.con.register("counts_df", counts)
+                self.con.execute(
+                    "INSERT INTO train_counts SELECT ?, domain, user_idx, n_train FROM counts_df",
+                    [set_id],
+                )
+                self.con.unregister("counts_df")
             self.con.execute(
                 "INSERT INTO candidate_sets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -249,12 +275,16 @@ class Store:
         return dict(rows)
 
     def write_cell(
-        self, cell: dict[str, Any], metrics: pl.DataFrame | None, curves: pl.DataFrame | None
+        self,
+        cell: dict[str, Any],
+        metrics: pl.DataFrame | None,
+        curves: pl.DataFrame | None,
+        user_values: pl.DataFrame | None = None,
     ) -> None:
         """Replace everything stored for ``cell['cell_id']`` in one transaction."""
         cell_id = cell["cell_id"]
         with self.transaction():
-            for table in ("user_metrics", "curves", "cells"):
+            for table in ("user_metrics", "curves", "user_values", "cells"):
                 self.con.execute(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id])
             columns = list(cell)
             marks = ", ".join("?" for _ in columns)
@@ -276,6 +306,14 @@ class Store:
                     [cell_id],
                 )
                 self.con.unregister("curves_df")
+            if user_values is not None and len(user_values):
+                self.con.register("values_df", user_values)
+                self.con.execute(
+                    "INSERT INTO user_values SELECT ?, stage, domain, name, user_idx, value "
+                    "FROM values_df",
+                    [cell_id],
+                )
+                self.con.unregister("values_df")
 
     # -- helpers ------------------------------------------------------------------------------
     def transaction(self) -> _Transaction:

@@ -53,3 +53,17 @@ GROUP BY ALL;
 CREATE OR REPLACE VIEW training_curves AS
 SELECT p.experiment, p.dataset, p.method, p.seed, k.stage, k.domain, k.epoch, k.name, k.value
 FROM curves k JOIN plan_cells p ON p.cell_id = k.cell_id;
+
+-- Per-user values (e.g. UCLR temperatures) with the user's total training activity.
+CREATE OR REPLACE VIEW user_outputs AS
+SELECT p.experiment, p.dataset, p.method, p.seed, v.stage, v.domain, v.name, u.user_id,
+       v.user_idx, v.value, a.n_train_total
+FROM user_values v
+JOIN cells c ON c.cell_id = v.cell_id AND c.status = 'done'
+JOIN plan_cells p ON p.cell_id = v.cell_id
+JOIN users u ON u.dataset_fingerprint = c.dataset_fingerprint AND u.user_idx = v.user_idx
+LEFT JOIN (SELECT candidate_set_id, user_idx, sum(n_train) AS n_train_total FROM train_counts
+           GROUP BY ALL) a ON a.candidate_set_id = c.candidate_set_id AND a.user_idx = v.user_idx;
+
+CREATE OR REPLACE VIEW temperatures AS
+SELECT * EXCLUDE (name), value AS temperature FROM user_outputs WHERE name = 'temperature';
