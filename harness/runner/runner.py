@@ -38,6 +38,8 @@ from methods.registry import get_method
 
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
 
+LOG_EVERY_EPOCHS = 10  # without a terminal, print every n-th epoch line
+
 
 @dataclass
 class RunSummary:
@@ -206,16 +208,22 @@ def _execute(
         def on_epoch(task: CellTask, entry: EpochLog) -> None:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in entry.values.items())
             domain = f" {entry.domain}" if entry.domain else ""
-            progress.update(
-                epoch_bar,
-                description=f"{task.method}/seed {task.seed} "
-                f"{entry.stage}{domain} epoch {entry.epoch}: {shown}",
-            )
+            line = f"{task.method}/seed {task.seed} {entry.stage}{domain} epoch {entry.epoch}"
+            line = f"{line}: {shown}"
+            progress.update(epoch_bar, description=line)
+            if not console.is_terminal and entry.epoch % LOG_EVERY_EPOCHS == 0:
+                console.print(line, highlight=False)  # logs get a heartbeat, not a live bar
 
         for result in executor.run(pending, on_start, on_epoch):
             _commit(store, run_id, result)
             if result.status == "done":
                 summary.done += 1
+                if not console.is_terminal:
+                    console.print(
+                        f"cell {summary.done + summary.failed}/{len(pending)} done: "
+                        f"{result.task.dataset}/{result.task.method}/seed {result.task.seed} "
+                        f"({result.train_s:.1f}s train, {result.infer_s:.2f}s eval)"
+                    )
             else:
                 summary.failed += 1
                 first_line = (result.error or "").splitlines()[0] if result.error else "?"
@@ -224,6 +232,7 @@ def _execute(
                     f"seed {result.task.seed}: {first_line}"
                 )
                 console.print(f"[red]cell failed[/] {summary.failures[-1]}")
+
             # A machine-readable line per committed cell (tests and wrappers rely on it).
             print(
                 f"cell {result.status} {result.task.cell_id} {result.task.dataset} "
