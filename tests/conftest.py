@@ -8,8 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from harness.data.dataset import Dataset, DomainData
+
+# One intra-op thread: test tensors are small, and OpenMP spin-waiting makes multi-threaded
+# kernels orders of magnitude slower whenever other processes share the cores.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
