@@ -106,6 +106,10 @@ def run(
     keep_failed: Annotated[
         bool, typer.Option("--keep-failed", help="do not retry cells that failed before")
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="run only this method (repeatable); others stay pending"),
+    ] = None,
 ) -> None:
     """Run every pending cell of a spec, store per-user results, write the report."""
     from harness.runner.runner import output_dir, run_spec
@@ -121,6 +125,7 @@ def run(
         console=err,
         retry_failed=not keep_failed,
         make_report=not no_report,
+        only_methods=only,
     )
     err.print(
         f"[bold]done[/] {summary.done} ran, {summary.skipped} reused, "
@@ -136,17 +141,60 @@ def run(
 
 @app.command()
 @friendly
-def report(spec: SpecArg, out_dir: OutOpt = None) -> None:
-    """(Re)write the HTML report from the store, without running anything."""
+def report(
+    spec: SpecArg,
+    out_dir: OutOpt = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="reference method (default: experiment.reference_method, else UCLR)"),
+    ] = None,
+    correction: Annotated[
+        str, typer.Option(help="multiple-comparison correction: holm | bh")
+    ] = "holm",
+    test: Annotated[str, typer.Option(help="test behind the marks: t | wilcoxon")] = "t",
+    alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the CIs")] = 2000,
+) -> None:
+    """(Re)write the HTML report, its statistics and table exports from the store."""
+    import difflib
+
     from harness.runner.runner import output_dir
-    from reports.leaderboard import write_report
+    from reports.leaderboard import ReportOptions, build_report
 
     loaded = _load(spec, check_files=False)
+    if reference is not None and reference not in loaded.spec.methods:
+        close = difflib.get_close_matches(reference, list(loaded.spec.methods), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise typer.BadParameter(
+            f"no method {reference!r} in the spec{hint}", param_hint="--reference"
+        )
+    try:
+        options = ReportOptions.from_spec(
+            loaded.spec,
+            reference=reference,
+            correction=correction,
+            test=test,
+            alpha=alpha,
+            n_boot=bootstrap,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     target = output_dir(loaded, out_dir)
-    path = write_report(
-        target / "results.duckdb", target / "report", experiment=loaded.spec.experiment.name
+    result = build_report(
+        target / "results.duckdb",
+        target / "report",
+        experiment=loaded.spec.experiment.name,
+        options=options,
     )
-    out.print(f"report {path}")
+    for dataset, (method, why) in result["references"].items():
+        err.print(f"reference for {dataset}: {method} ({why})", highlight=False)
+    if not result["persisted"]:
+        err.print("[yellow]note[/] statistics were not written to the store (it is in use)")
+    err.print(
+        f"{len(result['tables'])} tables exported to {result['index'].parent / 'exports'}",
+        highlight=False,
+    )
+    out.print(f"report {result['index']}")
 
 
 @app.command()

@@ -31,7 +31,7 @@ from harness.runner.cells import CellTask, code_version, plan_cells
 from harness.runner.executor import Executor, InProcessExecutor
 from harness.runner.prepare import PreparedData, prepare
 from harness.runner.work import CellResult, resolve_device
-from harness.spec.load import LoadedSpec
+from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from harness.store.store import Store
 from methods.base import EpochLog
 from methods.registry import get_method
@@ -112,7 +112,10 @@ def run_spec(
     console: Console | None = None,
     retry_failed: bool = True,
     make_report: bool = True,
+    only_methods: list[str] | None = None,
 ) -> RunSummary:
+    """Run the spec's pending cells; ``only_methods`` restricts this run to some methods
+    (the plan and the report still cover the whole matrix)."""
     console = console or Console(stderr=True)
     executor = executor or InProcessExecutor()
     device_name = device or loaded.spec.experiment.device
@@ -148,12 +151,29 @@ def run_spec(
         finished = {"done"} if retry_failed else {"done", "failed"}
         seen: set[str] = set()
         pending = []
+        wanted = set(only_methods) if only_methods else {t.method for t in tasks}
+        unknown = wanted - set(loaded.spec.methods)
+        if unknown:
+            raise SpecError(
+                [
+                    SpecIssue(
+                        str(loaded.path),
+                        ("methods",),
+                        f"--only names undeclared method(s) {sorted(unknown)}",
+                    )
+                ]
+            )
         for t in tasks:  # identical cells (same kind, params, seed) run once
+            if t.method not in wanted:
+                continue
             if status.get(t.cell_id) not in finished and t.cell_id not in seen:
                 pending.append(t)
                 seen.add(t.cell_id)
         summary = RunSummary(
-            run_id, store_path, planned=len(tasks), skipped=len(tasks) - len(pending)
+            run_id,
+            store_path,
+            planned=len(tasks),
+            skipped=sum(1 for t in tasks if status.get(t.cell_id) in finished),
         )
         store.con.execute(
             "UPDATE runs SET cells_planned = ? WHERE run_id = ?", [len(tasks), run_id]
@@ -169,11 +189,21 @@ def run_spec(
         finally:
             store.finish_run(run_id, state, summary.done, summary.failed)
     if make_report:
-        from reports.leaderboard import write_report
+        from reports.leaderboard import ReportOptions, write_report
 
-        summary.report_path = write_report(
-            store_path, out / "report", experiment=loaded.spec.experiment.name
-        )
+        try:
+            summary.report_path = write_report(
+                store_path,
+                out / "report",
+                experiment=loaded.spec.experiment.name,
+                options=ReportOptions.from_spec(loaded.spec),
+            )
+        except Exception as exc:  # the stored results stay valid; the report can be redone
+            console.print(
+                f"[red]report failed[/]: {type(exc).__name__}: {exc}; the results are stored, "
+                f"rerun `harness report` after fixing it",
+                highlight=False,
+            )
     return summary
 
 

@@ -152,3 +152,60 @@ CREATE TABLE IF NOT EXISTS train_counts (
     user_idx INTEGER,
     n_train INTEGER
 );
+
+-- Written by the report (`harness report` / the end of `harness run`), never by the runner.
+-- The settings the report used for an experiment: activity-bucket edges and the sparse-user
+-- bound (the views bucket_summary, sparse_summary and temperature_summary follow them), and how
+-- significance was decided.
+CREATE TABLE IF NOT EXISTS report_settings (
+    experiment VARCHAR PRIMARY KEY,
+    buckets INTEGER[],                      -- upper-inclusive edges; a last open bucket is added
+    sparse_max INTEGER,                     -- sparse users: 1..sparse_max training interactions
+    reference VARCHAR,                      -- JSON {dataset: reference method}
+    test VARCHAR,                           -- t | wilcoxon: the test behind significance marks
+    correction VARCHAR,                     -- holm | bh
+    alpha DOUBLE,
+    n_boot INTEGER,
+    written_at TIMESTAMP
+);
+
+-- Paired comparisons on per-user values averaged over seeds (one row per comparison); replaced
+-- for an experiment whenever its report is written. Query it through the `significance` view.
+CREATE TABLE IF NOT EXISTS significance_results (
+    experiment VARCHAR,
+    dataset VARCHAR,
+    ranking VARCHAR,                        -- sampled | full
+    comparison VARCHAR,                     -- reference (method vs reference) | ladder (rung vs previous rung)
+    subset VARCHAR,                         -- all | sparse | bucket
+    bucket INTEGER,                         -- activity bucket (1-based) when subset = 'bucket'
+    bucket_label VARCHAR,
+    domain VARCHAR,
+    k INTEGER,
+    metric VARCHAR,                         -- hr | ndcg | mrr
+    method VARCHAR,
+    reference VARCHAR,
+    n_users INTEGER,                        -- users present for both methods
+    method_mean DOUBLE,
+    reference_mean DOUBLE,
+    mean_diff DOUBLE,                       -- method - reference
+    ci_low DOUBLE,                          -- paired percentile bootstrap CI of mean_diff
+    ci_high DOUBLE,
+    t_stat DOUBLE,                          -- scipy.stats.ttest_rel(method, reference)
+    t_p DOUBLE,
+    t_p_adj DOUBLE,
+    w_stat DOUBLE,                          -- scipy.stats.wilcoxon(method - reference)
+    w_p DOUBLE,
+    w_p_adj DOUBLE,
+    d_z DOUBLE,                             -- Cohen's d_z = mean_diff / sd(diff)
+    family VARCHAR,                         -- the comparisons corrected together
+    family_size INTEGER,
+    test VARCHAR,
+    correction VARCHAR,
+    alpha DOUBLE,
+    significant BOOLEAN,                    -- adjusted p of `test` < alpha
+    n_boot INTEGER,
+    boot_seed BIGINT,
+    method_seed_std DOUBLE,                 -- std over seeds of the method's subset mean
+    reference_seed_std DOUBLE,
+    n_seeds INTEGER
+);

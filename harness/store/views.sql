@@ -46,9 +46,12 @@ GROUP BY ALL;
 CREATE OR REPLACE VIEW timings AS
 SELECT experiment, dataset, method, count(*) AS n_seeds, avg(train_s) AS train_s,
        avg(infer_s) AS infer_s, avg(epochs) AS epochs,
-       avg(train_s / nullif(epochs, 0)) AS train_s_per_epoch, any_value(device) AS device
+       avg(train_s / nullif(epochs, 0)) AS train_s_per_epoch, any_value(device) AS device,
+       stddev_samp(train_s) AS train_s_std, stddev_samp(infer_s) AS infer_s_std,
+       string_agg(DISTINCT device, '; ' ORDER BY device) AS devices,
+       any_value(kind) AS kind, any_value(family) AS family
 FROM plan WHERE status = 'done'
-GROUP BY ALL;
+GROUP BY experiment, dataset, method;
 
 CREATE OR REPLACE VIEW training_curves AS
 SELECT p.experiment, p.dataset, p.method, p.seed, k.stage, k.domain, k.epoch, k.name, k.value
@@ -67,3 +70,181 @@ LEFT JOIN (SELECT candidate_set_id, user_idx, sum(n_train) AS n_train_total FROM
 
 CREATE OR REPLACE VIEW temperatures AS
 SELECT * EXCLUDE (name), value AS temperature FROM user_outputs WHERE name = 'temperature';
+
+-- ---------------------------------------------------------------------------------------------
+-- Report views (README "Querying results"): activity buckets, sparse users, paired statistics.
+-- Activity buckets follow `report_settings` (written by the report from the spec) and fall back
+-- to the protocol stored with the candidate set.
+
+-- The datasets of each experiment's current plan with their data and candidate-set identities.
+CREATE OR REPLACE VIEW experiment_datasets AS
+SELECT DISTINCT p.experiment, p.dataset, c.dataset_fingerprint, c.candidate_set_id
+FROM plan_cells p JOIN cells c USING (cell_id);
+
+CREATE OR REPLACE VIEW experiment_protocol AS
+SELECT e.experiment, e.dataset, e.dataset_fingerprint, e.candidate_set_id, s.content_hash,
+       s.protocol,
+       coalesce(r.buckets, CAST(json_extract(s.protocol, '$.buckets') AS INTEGER[]),
+                [0, 2, 4, 8, 16, 32, 64, 128]) AS buckets,
+       coalesce(r.sparse_max, CAST(json_extract(s.protocol, '$.sparse_max') AS INTEGER), 2)
+           AS sparse_max
+FROM experiment_datasets e
+JOIN candidate_sets s ON s.candidate_set_id = e.candidate_set_id
+LEFT JOIN report_settings r ON r.experiment = e.experiment;
+
+-- One row per activity bucket: training interactions in [lo, hi] (hi NULL: open last bucket).
+CREATE OR REPLACE VIEW activity_buckets AS
+WITH edges AS (
+    SELECT experiment, dataset, candidate_set_id, sparse_max, unnest(buckets) AS hi,
+           unnest(range(1, len(buckets) + 1)) AS bucket
+    FROM experiment_protocol
+), closed AS (
+    SELECT experiment, dataset, candidate_set_id, sparse_max, CAST(bucket AS INTEGER) AS bucket,
+           coalesce(lag(hi) OVER (PARTITION BY experiment, dataset, candidate_set_id
+                                  ORDER BY bucket) + 1, 0) AS lo,
+           hi
+    FROM edges
+), buckets AS (
+    SELECT * FROM closed
+    UNION ALL
+    SELECT experiment, dataset, candidate_set_id, sparse_max,
+           CAST(len(buckets) + 1 AS INTEGER) AS bucket,
+           CASE WHEN len(buckets) = 0 THEN 0 ELSE buckets[len(buckets)] + 1 END AS lo,
+           CAST(NULL AS INTEGER) AS hi
+    FROM experiment_protocol
+)
+SELECT experiment, dataset, candidate_set_id, sparse_max, bucket, lo, hi,
+       CASE WHEN hi IS NULL THEN lo || '+' WHEN lo = hi THEN CAST(lo AS VARCHAR)
+            ELSE lo || '-' || hi END AS bucket_label
+FROM buckets;
+
+-- per_user_all plus the user's activity bucket and sparse flag (both rankings; see `ranking`).
+CREATE OR REPLACE VIEW per_user_buckets AS
+SELECT u.*, b.bucket, b.bucket_label, b.lo AS bucket_lo, b.hi AS bucket_hi,
+       (u.n_train_domain BETWEEN 1 AND b.sparse_max) AS is_sparse
+FROM per_user_all u
+JOIN activity_buckets b
+  ON b.experiment = u.experiment AND b.dataset = u.dataset
+ AND b.candidate_set_id = u.candidate_set_id
+ AND u.n_train_domain >= b.lo AND u.n_train_domain <= coalesce(b.hi, 2147483647);
+
+-- Per-user values averaged over seeds: the unit of every paired test in the report.
+-- (Same rows as grouping per_user_buckets by user; aggregated on integer keys first for speed.)
+CREATE OR REPLACE VIEW user_means AS
+WITH m AS (
+    SELECT p.experiment, p.dataset, p.method, m.ranking, m.domain, m.k, m.user_idx,
+           c.dataset_fingerprint, c.candidate_set_id, any_value(p.family) AS family,
+           any_value(m.n_train_domain) AS n_train_domain,
+           any_value(m.n_train_total) AS n_train_total, count(*) AS n_seeds,
+           avg(m.hr) AS hr, avg(m.ndcg) AS ndcg, avg(m.mrr) AS mrr
+    FROM user_metrics m
+    JOIN cells c ON c.cell_id = m.cell_id AND c.status = 'done'
+    JOIN plan_cells p ON p.cell_id = m.cell_id
+    GROUP BY p.experiment, p.dataset, p.method, m.ranking, m.domain, m.k, m.user_idx,
+             c.dataset_fingerprint, c.candidate_set_id
+)
+SELECT m.experiment, m.dataset, m.method, m.family, m.ranking, m.domain, m.k, u.user_id,
+       m.n_train_domain, m.n_train_total, b.bucket, b.bucket_label,
+       (m.n_train_domain BETWEEN 1 AND b.sparse_max) AS is_sparse, m.n_seeds,
+       m.hr, m.ndcg, m.mrr
+FROM m
+JOIN users u ON u.dataset_fingerprint = m.dataset_fingerprint AND u.user_idx = m.user_idx
+JOIN activity_buckets b
+  ON b.experiment = m.experiment AND b.dataset = m.dataset
+ AND b.candidate_set_id = m.candidate_set_id
+ AND m.n_train_domain >= b.lo AND m.n_train_domain <= coalesce(b.hi, 2147483647);
+
+-- Per-seed means within each activity bucket, then mean and sample std over seeds.
+CREATE OR REPLACE VIEW bucket_seed_results AS
+SELECT experiment, dataset, method, family, seed, ranking, domain, k, bucket, bucket_label,
+       bucket_lo, bucket_hi, count(*) AS n_users, avg(hr) AS hr, avg(ndcg) AS ndcg,
+       avg(mrr) AS mrr
+FROM per_user_buckets
+GROUP BY ALL;
+
+CREATE OR REPLACE VIEW bucket_summary AS
+SELECT experiment, dataset, method, family, ranking, domain, k, bucket, bucket_label, bucket_lo,
+       bucket_hi, count(*) AS n_seeds, max(n_users) AS n_users,
+       avg(mrr) AS mrr_mean, stddev_samp(mrr) AS mrr_std,
+       avg(hr) AS hr_mean, stddev_samp(hr) AS hr_std,
+       avg(ndcg) AS ndcg_mean, stddev_samp(ndcg) AS ndcg_std
+FROM bucket_seed_results
+GROUP BY ALL;
+
+-- Sparse users (1..sparse_max training interactions in the domain; paper Table 3).
+CREATE OR REPLACE VIEW sparse_seed_results AS
+SELECT experiment, dataset, method, family, seed, ranking, domain, k, count(*) AS n_users,
+       avg(hr) AS hr, avg(ndcg) AS ndcg, avg(mrr) AS mrr
+FROM per_user_buckets WHERE is_sparse
+GROUP BY ALL;
+
+CREATE OR REPLACE VIEW sparse_summary AS
+SELECT experiment, dataset, method, family, ranking, domain, k, count(*) AS n_seeds,
+       max(n_users) AS n_users,
+       avg(mrr) AS mrr_mean, stddev_samp(mrr) AS mrr_std,
+       avg(hr) AS hr_mean, stddev_samp(hr) AS hr_std,
+       avg(ndcg) AS ndcg_mean, stddev_samp(ndcg) AS ndcg_std
+FROM sparse_seed_results
+GROUP BY ALL;
+
+-- Interactions per user and domain under the split: training plus held-out (validation, test).
+CREATE OR REPLACE VIEW user_activity AS
+SELECT e.experiment, e.dataset, t.domain, u.user_id, t.user_idx, t.n_train,
+       coalesce(h.n_heldout, 0) AS n_heldout, t.n_train + coalesce(h.n_heldout, 0) AS n_interactions
+FROM experiment_datasets e
+JOIN train_counts t ON t.candidate_set_id = e.candidate_set_id
+JOIN users u ON u.dataset_fingerprint = e.dataset_fingerprint AND u.user_idx = t.user_idx
+LEFT JOIN (SELECT candidate_set_id, domain, user_idx, count(*) AS n_heldout
+           FROM candidates GROUP BY ALL) h
+  ON h.candidate_set_id = t.candidate_set_id AND h.domain = t.domain AND h.user_idx = t.user_idx;
+
+-- Users with >= 1 interaction in the domain per activity bucket of training interactions
+-- (Figs. 3/4). Per domain the buckets add up to dataset_domains.n_users.
+CREATE OR REPLACE VIEW activity_distribution AS
+WITH grid AS (
+    SELECT b.experiment, b.dataset, b.bucket, b.bucket_label, b.lo, b.hi, d.domain
+    FROM activity_buckets b
+    JOIN experiment_datasets e
+      ON e.experiment = b.experiment AND e.dataset = b.dataset
+     AND e.candidate_set_id = b.candidate_set_id
+    JOIN dataset_domains d ON d.dataset_fingerprint = e.dataset_fingerprint
+)
+SELECT g.experiment, g.dataset, g.domain, g.bucket, g.bucket_label, g.lo AS bucket_lo,
+       g.hi AS bucket_hi, count(a.user_idx) AS n_users
+FROM grid g
+LEFT JOIN user_activity a
+  ON a.experiment = g.experiment AND a.dataset = g.dataset AND a.domain = g.domain
+ AND a.n_interactions > 0 AND a.n_train >= g.lo AND a.n_train <= coalesce(g.hi, 2147483647)
+GROUP BY ALL;
+
+-- Temperatures (UCLR) averaged per user over seeds, then mean and std over the users of each
+-- activity bucket of total training interactions (Fig. 5).
+CREATE OR REPLACE VIEW temperature_summary AS
+WITH per_user AS (
+    SELECT experiment, dataset, method, stage, domain, user_id,
+           coalesce(n_train_total, 0) AS n_train_total, count(*) AS n_seeds,
+           avg(temperature) AS temperature
+    FROM temperatures
+    GROUP BY ALL
+)
+SELECT t.experiment, t.dataset, t.method, t.stage, t.domain, b.bucket, b.bucket_label,
+       b.lo AS bucket_lo, b.hi AS bucket_hi, count(*) AS n_users, max(t.n_seeds) AS n_seeds,
+       avg(t.temperature) AS temperature_mean, stddev_samp(t.temperature) AS temperature_std
+FROM per_user t
+JOIN activity_buckets b
+  ON b.experiment = t.experiment AND b.dataset = t.dataset
+ AND t.n_train_total >= b.lo AND t.n_train_total <= coalesce(b.hi, 2147483647)
+GROUP BY ALL;
+
+-- Each planned method with its kind, family, resolved parameters and (UCLR) backbone.
+CREATE OR REPLACE VIEW method_info AS
+SELECT p.experiment, p.dataset, p.method, any_value(p.display_name) AS display_name,
+       any_value(p.kind) AS kind, any_value(p.family) AS family, any_value(c.params) AS params,
+       json_extract_string(any_value(c.params), '$.backbone') AS backbone,
+       count(*) AS n_cells, count(*) FILTER (WHERE c.status = 'done') AS n_done
+FROM plan_cells p LEFT JOIN cells c USING (cell_id)
+GROUP BY p.experiment, p.dataset, p.method;
+
+-- Paired tests behind the report's significance marks (see significance_results).
+CREATE OR REPLACE VIEW significance AS
+SELECT * FROM significance_results;
