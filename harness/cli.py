@@ -212,7 +212,7 @@ def sql(
     import duckdb
 
     from harness.runner.runner import output_dir
-    from harness.store.store import fetch
+    from harness.store.store import StoreLocked, fetch
 
     if store is None:
         if spec is None:
@@ -220,7 +220,15 @@ def sql(
         store = output_dir(_load(spec, check_files=False)) / "results.duckdb"
     if not store.exists():
         raise FileNotFoundError(f"no results store at {store}; run `harness run` first")
-    con = duckdb.connect(str(store), read_only=True)
+    try:
+        con = duckdb.connect(str(store), read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise StoreLocked(
+            f"results store {store} is being written by another process (a running "
+            f"`harness run`?); DuckDB allows no reader beside a writer: wait for it to finish"
+        ) from None
     try:
         frame = fetch(con, query)
     except duckdb.Error as exc:
