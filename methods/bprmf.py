@@ -111,7 +111,7 @@ def train_bpr_tables(
     tables: MFTables,
     users: torch.Tensor,
     items: torch.Tensor,
-    sampler: NegativeSampler,
+    sampler: NegativeSampler,  # or any object with the same ``sample`` signature
     params: BPRMFParams,
     gen: torch.Generator,
     validate: Callable[[], float],
@@ -130,7 +130,7 @@ def train_bpr_tables(
 
     def train_epoch(_epoch: int) -> dict[str, float]:
         order = torch.randperm(n, generator=gen)
-        negatives = sampler.sample(users[order], gen)
+        negatives = sampler.sample(users[order], gen, items=items[order])
         ep_users, ep_pos = users[order].to(device), items[order].to(device)
         ep_neg = negatives.to(device)
         total = torch.zeros((), device=device)

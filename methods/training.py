@@ -56,7 +56,15 @@ class NegativeSampler:
         pos = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
         return self.keys[pos] == keys
 
-    def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample(
+        self,
+        users: torch.Tensor,
+        generator: torch.Generator,
+        items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One negative per entry of ``users``. ``items`` (the positives) is accepted so that
+        samplers whose negatives depend on the positive (UCLR's same-domain A1 switch) share
+        this signature; uniform sampling ignores it."""
         users = users.cpu()
         items = torch.randint(self.n_items, (len(users),), generator=generator)
         pending = torch.nonzero(self.is_positive(users, items)).squeeze(1)

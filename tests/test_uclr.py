@@ -154,7 +154,7 @@ def test_same_domain_negatives_stay_in_the_positives_domain():
     users, items = global_pairs(data)
     sampler = SameDomainSampler(data)
     gen = torch.Generator().manual_seed(0)
-    negatives = sampler.sample(users, items, gen)
+    negatives = sampler.sample(users, gen, items=items)
     starts = sampler.starts
     assert torch.equal(
         torch.bucketize(items, starts, right=True), torch.bucketize(negatives, starts, right=True)

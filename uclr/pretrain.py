@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from methods.base import EpochLog, FitContext, FitSummary, TrainingData
-from methods.bprmf import BPRMFParams, MFTables, bpr_step, train_bpr_tables
+from methods.bprmf import BPRMFParams, MFTables, train_bpr_tables
 from methods.scoring import DotScorer
-from methods.training import NegativeSampler, run_epochs, seeded_generator
+from methods.training import NegativeSampler, seeded_generator
 from uclr.params import UCLRParams
 
 __all__ = [
@@ -104,8 +104,10 @@ class SameDomainSampler:
         }
 
     def sample(
-        self, users: torch.Tensor, items: torch.Tensor, gen: torch.Generator
+        self, users: torch.Tensor, gen: torch.Generator, items: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if items is None:
+            raise ValueError("same-domain negatives need the positives' global item ids")
         which = torch.bucketize(items, self.starts, right=True) - 1
         out = torch.empty_like(items)
         for index, domain in enumerate(self.domains):
@@ -130,51 +132,6 @@ def _bpr_params(p: UCLRParams) -> BPRMFParams:
     )
 
 
-def _train_same_domain(
-    tables: MFTables,
-    users: torch.Tensor,
-    items: torch.Tensor,
-    sampler: SameDomainSampler,
-    params: BPRMFParams,
-    gen: torch.Generator,
-    validate: Callable[[], float],
-    log: Log,
-) -> FitSummary:
-    """The loop of ``train_bpr_tables`` with negatives drawn from each positive's domain.
-
-    ``train_bpr_tables`` hands its sampler the users only, so it cannot serve A1's
-    alternative; this mirrors it step for step otherwise.
-    """
-    device = tables.weights.device
-    n = len(users)
-
-    def train_epoch(_epoch: int) -> dict[str, float]:
-        order = torch.randperm(n, generator=gen)
-        negatives = sampler.sample(users[order], items[order], gen)
-        ep_users, ep_pos = users[order].to(device), items[order].to(device)
-        ep_neg = negatives.to(device)
-        total = torch.zeros((), device=device)
-        for start in range(0, n, params.batch_size):
-            end = start + params.batch_size
-            loss = bpr_step(
-                tables, ep_users[start:end], ep_pos[start:end], ep_neg[start:end], params.reg
-            )
-            total += loss * (min(end, n) - start)
-        return {"bpr_loss": float(total) / max(n, 1)}
-
-    return run_epochs(
-        train_epoch,
-        validate,
-        tables.state,
-        tables.load,
-        max_epochs=params.max_epochs,
-        patience=params.patience,
-        eval_every=params.eval_every,
-        log=log,
-        stage="pge",
-    )
-
-
 @register_backbone("bprmf")
 def pretrain_bprmf(
     data: TrainingData, p: UCLRParams, ctx: FitContext, validate: Validate, log: Log
@@ -186,15 +143,10 @@ def pretrain_bprmf(
     tables = MFTables(data.n_users, n_total, params, gen).to(ctx.device)
     users, items = global_pairs(data)
     check = lambda: validate(tables.users, tables.items)  # noqa: E731
-    if p.pge_neg == "all":
-        sampler = NegativeSampler(users, items, n_total)
-        summary = train_bpr_tables(
-            tables, users, items, sampler, params, gen, check, log, stage="pge"
-        )
-    else:
-        summary = _train_same_domain(
-            tables, users, items, SameDomainSampler(data), params, gen, check, log
-        )
+    sampler = (
+        NegativeSampler(users, items, n_total) if p.pge_neg == "all" else SameDomainSampler(data)
+    )
+    summary = train_bpr_tables(tables, users, items, sampler, params, gen, check, log, stage="pge")
     return tables.users, tables.items, summary
 
 
