@@ -143,9 +143,11 @@ class LazyTable:
         self._pending.clear()
         if not pending:
             return
-        rows = torch.cat([r for r, _ in pending])
-        grads = torch.cat([g for _, g in pending])
-        if len(pending) > 1:
+        if len(pending) == 1:
+            rows, grads = pending[0]
+        else:
+            rows = torch.cat([r for r, _ in pending])
+            grads = torch.cat([g for _, g in pending])
             rows, inverse = torch.unique(rows, return_inverse=True)
             grads = grads.new_zeros(len(rows), grads.shape[1]).index_add_(0, inverse, grads)
         self.opt.step(rows, grads)
