@@ -127,6 +127,13 @@ class HeroGraph(Method):
       g = tanh(W_o [G_u ; 0]), always finite.
     Tables are Xavier-normal and trained by lazy (row-wise) Adam; attention matrices use
     PyTorch's Linear init and dense Adam. Selection: mean validation NDCG@10 over domains.
+    G^U and G^V live in one table (users, then items in global order) so that a step looks
+    up every graph row it needs (batch nodes and their sampled neighbours, all domains) once.
+
+    Measured: on the planted test data (m = 32, lr 0.01) concat peaks at mean validation
+    NDCG@10 ≈ 0.19-0.20 and sum at ≈ 0.21-0.22 (popularity 0.157, BPRMF 0.24); the graph
+    half fits the training pairs quickly (BPR loss → 0.02) and overfits. At the Amazon shape
+    an epoch (129 steps, ~190k sampled edges per step) takes ~8-11 min on 2 CPU cores.
     """
 
     kind = "herograph"
