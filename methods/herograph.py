@@ -133,7 +133,8 @@ class HeroGraph(Method):
     Measured: on the planted test data (m = 32, lr 0.01) concat peaks at mean validation
     NDCG@10 ≈ 0.19-0.20 and sum at ≈ 0.21-0.22 (popularity 0.157, BPRMF 0.24); the graph
     half fits the training pairs quickly (BPR loss → 0.02) and overfits. At the Amazon shape
-    an epoch (129 steps, ~190k sampled edges per step) takes ~8-11 min on 2 CPU cores.
+    an epoch (129 steps, ~190k sampled edges per step) takes ~80 s on one CPU thread; with
+    two threads on the shared 2-core machine it took 3-11 min (OpenMP contention).
     """
 
     kind = "herograph"
