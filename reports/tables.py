@@ -467,6 +467,22 @@ def find_ladders(data: ReportData) -> dict[str, list[list[str]]]:
     return out
 
 
+def _sampled_slice(
+    ctx: Context, dataset: str, k: int, methods: list[str]
+) -> tuple[pl.DataFrame, list[str], dict[tuple[str, str], dict]]:
+    """Sampled-protocol leaderboard rows of ``methods`` at K, their domains, and a
+    (method, domain) -> row index (shared by the ablation and backbone tables)."""
+    frame = ctx.data.leaderboard.filter(
+        (pl.col("dataset") == dataset)
+        & (pl.col("ranking") == "sampled")
+        & (pl.col("k") == k)
+        & pl.col("method").is_in(methods)
+    )
+    domains = sorted(frame["domain"].unique().to_list())
+    index = {(r["method"], r["domain"]): r for r in frame.iter_rows(named=True)}
+    return frame, domains, index
+
+
 def ablation_tables(ctx: Context, dataset: str) -> list[Table]:
     tables = []
     names = ctx.names(dataset)
@@ -474,16 +490,9 @@ def ablation_tables(ctx: Context, dataset: str) -> list[Table]:
     for ladder in ctx.ladders.get(dataset, []):
         backbone = _backbone(info[ladder[0]])
         for k in ctx.ks(dataset):
-            frame = ctx.data.leaderboard.filter(
-                (pl.col("dataset") == dataset)
-                & (pl.col("ranking") == "sampled")
-                & (pl.col("k") == k)
-                & pl.col("method").is_in(ladder)
-            )
+            frame, domains, index = _sampled_slice(ctx, dataset, k, ladder)
             if frame.is_empty():
                 continue
-            domains = sorted(frame["domain"].unique().to_list())
-            index = {(r["method"], r["domain"]): r for r in frame.iter_rows(named=True)}
             header = [
                 [Head("Model", rowspan=2)] + [Head(d, colspan=len(METRICS)) for d in domains],
                 [Head(f"{METRIC_LABEL[m]}@{k}") for _ in domains for m in METRICS],
@@ -561,16 +570,9 @@ def backbone_tables(ctx: Context, dataset: str) -> list[Table]:
     labels = {r["method"]: _backbone(r) for r in rows_info}
     tables = []
     for k in ctx.ks(dataset):
-        frame = ctx.data.leaderboard.filter(
-            (pl.col("dataset") == dataset)
-            & (pl.col("ranking") == "sampled")
-            & (pl.col("k") == k)
-            & pl.col("method").is_in(methods)
-        )
+        frame, domains, index = _sampled_slice(ctx, dataset, k, methods)
         if frame.is_empty():
             continue
-        domains = sorted(frame["domain"].unique().to_list())
-        index = {(r["method"], r["domain"]): r for r in frame.iter_rows(named=True)}
         header = [
             [Head("Model", rowspan=2, sort=0)] + [Head(d, colspan=len(METRICS)) for d in domains],
             [
