@@ -110,8 +110,20 @@ def run(
         list[str] | None,
         typer.Option("--only", help="run only this method (repeatable); others stay pending"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="cells run side by side in this many processes (results identical)"
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="torch threads per worker (default: cores / workers)"),
+    ] = None,
 ) -> None:
     """Run every pending cell of a spec, store per-user results, write the report."""
+    from harness.runner.executor import InProcessExecutor
+    from harness.runner.pool import PoolExecutor
     from harness.runner.runner import output_dir, run_spec
 
     if device not in (None, "auto", "cpu", "cuda"):
@@ -126,6 +138,7 @@ def run(
         retry_failed=not keep_failed,
         make_report=not no_report,
         only_methods=only,
+        executor=PoolExecutor(workers, threads) if workers > 1 else InProcessExecutor(),
     )
     err.print(
         f"[bold]done[/] {summary.done} ran, {summary.skipped} reused, "

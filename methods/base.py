@@ -119,6 +119,9 @@ class Method(ABC):
     family: ClassVar[Literal["single-domain", "cross-domain", "ours"]] = "single-domain"
     version: ClassVar[str] = "1"
     display_name: ClassVar[str] = ""
+    #: Cells of methods sharing a non-empty ``stage_group`` (same dataset and seed) reuse each
+    #: other's in-process stage results, so a parallel executor keeps them on one worker.
+    stage_group: ClassVar[str] = ""
 
     @classmethod
     def quick_params(cls) -> MethodParams:

@@ -24,7 +24,7 @@ def normalized_bipartite_adjacency(
     inv_sqrt = torch.where(degree > 0, degree.clamp(min=1).rsqrt(), torch.zeros_like(degree))
     values = inv_sqrt[rows] * inv_sqrt[cols]
     return torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), values, (n, n), device=device
+        torch.stack([rows, cols]), values, (n, n), device=device, check_invariants=False
     ).coalesce()
 
 

@@ -69,6 +69,7 @@ class UCLRLadder(Method):
     Params = UCLRParams
     family = "ours"
     version = "1"
+    stage_group = "uclr"
     stage_b_mode: ClassVar[Mode | None] = None
     fine_tune: ClassVar[bool] = False
 

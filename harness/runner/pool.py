@@ -1,0 +1,141 @@
+"""Run cells side by side in worker processes (``harness run --workers N``).
+
+Cells are independent and each is seeded from its own seed, so running them in parallel
+changes nothing but wall time (tested: identical per-user metrics). On a CPU box, N workers
+with cores/N threads each beat one process with all cores, because most of a cell's time is
+spent in small kernels that do not scale across threads.
+
+Workers are *spawned* (not forked: forking a process that already ran OpenMP kernels is not
+safe). The unit of work is a *chain*: the cells of methods sharing a ``stage_group`` on the
+same dataset and seed (UCLR's ablation ladder) run in order on one worker, so they still reuse
+each other's stages from that worker's in-process cache; every other cell is a chain of one.
+Each finished cell comes back at once through a queue, without its task (the parent has it),
+together with the epoch events for the progress display; only the parent writes the store. A
+worker that dies (killed, out of memory) fails the cells it had not returned with a clear
+message; rerunning the spec resumes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import queue
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from harness.runner.cells import CellTask
+from harness.runner.executor import EpochHook, StartHook
+from harness.runner.work import CellResult, run_cell
+from methods.registry import get_method
+
+__all__ = ["PoolExecutor", "chains", "default_threads"]
+
+_EVENTS: queue.Queue | None = None  # set in each worker by _init_worker
+POLL_S = 0.2
+DIED = (
+    "worker process died while running this cell (killed or out of memory?); rerun the "
+    "spec to retry it, with fewer --workers if memory is short"
+)
+
+
+def default_threads(workers: int) -> int:
+    """Cores per worker when not given: the machine's cores split evenly, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def chains(tasks: list[CellTask]) -> list[list[int]]:
+    """Task indices grouped into chains, in plan order (see the module docstring)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, task in enumerate(tasks):
+        group = get_method(task.kind).stage_group
+        key = (task.dataset, task.seed, group) if group else ("cell", index)
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _init_worker(threads: int, events: queue.Queue) -> None:
+    global _EVENTS
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    _EVENTS = events
+
+
+def _work(chain: list[tuple[int, CellTask]]) -> None:
+    events = _EVENTS
+    assert events is not None, "worker not initialised"
+    for index, task in chain:
+        events.put(("start", index, None))
+        result = run_cell(task, on_epoch=lambda entry, i=index: events.put(("epoch", i, entry)))
+        events.put(("result", index, dataclasses.replace(result, task=None)))
+
+
+class PoolExecutor:
+    """``workers`` processes with ``threads`` intra-op threads each (default: cores/workers)."""
+
+    def __init__(self, workers: int, threads: int | None = None):
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        self.threads = threads or default_threads(workers)
+
+    def run(
+        self, tasks: Iterable[CellTask], on_start: StartHook, on_epoch: EpochHook
+    ) -> Iterator[CellResult]:
+        tasks = list(tasks)
+        if not tasks:
+            return
+        ctx = mp.get_context("spawn")
+        events = ctx.Queue()
+        groups = chains(tasks)
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, len(groups)),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self.threads, events),
+        )
+        returned: set[int] = set()
+        finished = False
+        try:
+            futures: dict[Future, list[int]] = {
+                pool.submit(_work, [(i, tasks[i]) for i in chain]): chain for chain in groups
+            }
+            while len(returned) < len(tasks):
+                try:
+                    kind, index, payload = events.get(timeout=POLL_S)
+                except queue.Empty:
+                    yield from self._failed_chains(futures, tasks, returned)
+                    continue
+                if kind == "start":
+                    on_start(tasks[index])
+                elif kind == "epoch":
+                    on_epoch(tasks[index], payload)
+                else:
+                    returned.add(index)
+                    yield dataclasses.replace(payload, task=tasks[index])
+            finished = True
+        finally:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=finished, cancel_futures=True)
+            if not finished:  # interrupted: do not leave orphans training
+                for process in processes:
+                    if process.is_alive():
+                        process.terminate()
+
+    @staticmethod
+    def _failed_chains(
+        futures: dict[Future, list[int]], tasks: list[CellTask], returned: set[int]
+    ) -> Iterator[CellResult]:
+        """Cells of chains whose worker raised or died, once the queue holds nothing of them."""
+        for future, chain in futures.items():
+            if not future.done() or future.exception() is None:
+                continue
+            exc = future.exception()
+            error = DIED if "BrokenProcessPool" in type(exc).__name__ else repr(exc)
+            for index in chain:
+                if index not in returned:
+                    returned.add(index)
+                    yield CellResult(task=tasks[index], status="failed", error=error)
