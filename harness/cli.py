@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -55,6 +56,10 @@ def friendly(func):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _load(spec: Path, check_files: bool = True):
@@ -125,6 +130,8 @@ def run(
     from harness.runner.executor import InProcessExecutor
     from harness.runner.pool import PoolExecutor
     from harness.runner.runner import output_dir, run_spec
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`timeout` stop it like Ctrl-C
 
     if device not in (None, "auto", "cpu", "cuda"):
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")

@@ -21,6 +21,8 @@ import dataclasses
 import multiprocessing as mp
 import os
 import queue
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -54,7 +56,15 @@ def chains(tasks: list[CellTask]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _init_worker(threads: int, events: queue.Queue) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Workers must not train on for nobody when the driver is killed (even by kill -9)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(threads: int, events: queue.Queue, parent: int) -> None:
     global _EVENTS
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -62,6 +72,7 @@ def _init_worker(threads: int, events: queue.Queue) -> None:
 
     torch.set_num_threads(threads)
     _EVENTS = events
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _work(chain: list[tuple[int, CellTask]]) -> None:
@@ -95,7 +106,7 @@ class PoolExecutor:
             max_workers=min(self.workers, len(groups)),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(self.threads, events),
+            initargs=(self.threads, events, os.getpid()),
         )
         returned: set[int] = set()
         finished = False
