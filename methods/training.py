@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -179,16 +180,22 @@ def run_epochs(
     """The one training loop with validation-based early stopping every method shares.
 
     ``train_epoch(epoch)`` trains one epoch and returns its losses; ``validate()`` returns the
-    selection metric (validation NDCG@K). The best state is restored before returning, and a
+    selection metric (validation NDCG@K). Each epoch's log carries its wall seconds of training
+    (``train_s``) and validation (``valid_s``), so every method's time per epoch and stage is
+    in the store (view ``epoch_timings``). The best state is restored before returning, and a
     non-finite loss or metric stops the cell with a clear error instead of a silent collapse.
     """
     stopper = EarlyStopping(patience=patience)
     epoch = 0
     for epoch in range(1, max_epochs + 1):
+        started = time.perf_counter()
         values = dict(train_epoch(epoch))
+        values["train_s"] = time.perf_counter() - started
         stop = False
         if epoch % eval_every == 0 or epoch == max_epochs:
+            started = time.perf_counter()
             values["valid_ndcg"] = validate()
+            values["valid_s"] = time.perf_counter() - started
             stop = stopper.update(epoch, values["valid_ndcg"], get_state())
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:

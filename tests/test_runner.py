@@ -83,6 +83,9 @@ def test_run_stores_per_user_rows_and_reuses_finished_cells(tmp_path):
     )
     assert hr > 0.2
     assert _scalar(db, "SELECT count(*) FROM training_curves WHERE name = 'valid_ndcg'") > 0
+    # every epoch's wall time is kept: BPRMF trains one model per domain
+    timed = "SELECT count(*) FROM epoch_timings WHERE method = 'bprmf' AND train_s_per_epoch > 0"
+    assert _scalar(db, timed) == 3
     assert "bprmf" in (out / "report" / "index.html").read_text()
 
     second = run_spec(load_spec(_spec(tmp_path)), out, device="cpu")

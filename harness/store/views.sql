@@ -53,6 +53,18 @@ SELECT experiment, dataset, method, count(*) AS n_seeds, avg(train_s) AS train_s
 FROM plan WHERE status = 'done'
 GROUP BY experiment, dataset, method;
 
+-- Wall seconds per training epoch of every method and stage (from the curves; cached UCLR
+-- stages replay the timings of the run that computed them).
+CREATE OR REPLACE VIEW epoch_timings AS
+SELECT p.experiment, p.dataset, p.method, k.stage, k.domain, count(DISTINCT p.seed) AS n_seeds,
+       count(*) AS n_epochs, avg(k.value) AS train_s_per_epoch,
+       median(k.value) AS train_s_per_epoch_median, sum(k.value) AS train_s_total,
+       any_value(c.device) AS device
+FROM curves k JOIN plan_cells p ON p.cell_id = k.cell_id
+JOIN cells c ON c.cell_id = k.cell_id AND c.status = 'done'
+WHERE k.name = 'train_s'
+GROUP BY ALL;
+
 CREATE OR REPLACE VIEW training_curves AS
 SELECT p.experiment, p.dataset, p.method, p.seed, k.stage, k.domain, k.epoch, k.name, k.value
 FROM curves k JOIN plan_cells p ON p.cell_id = k.cell_id;
