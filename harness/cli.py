@@ -115,6 +115,10 @@ def run(
         list[str] | None,
         typer.Option("--only", help="run only this method (repeatable); others stay pending"),
     ] = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option("--seed", help="run only this seed (repeatable); others stay pending"),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -145,6 +149,7 @@ def run(
         retry_failed=not keep_failed,
         make_report=not no_report,
         only_methods=only,
+        only_seeds=seed,
         executor=PoolExecutor(workers, threads) if workers > 1 else InProcessExecutor(),
     )
     err.print(

@@ -238,3 +238,25 @@ def test_ladder_cells_of_one_seed_share_a_worker_chain():
         for seed in (0, 1)
     ]
     assert chains(cells) == [[0], [1], [2, 4, 6], [3, 5, 7]]
+
+
+def test_only_and_seed_restrict_the_run_and_the_rest_stays_pending(tmp_path):
+    from harness.spec.load import SpecError
+
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, seeds=(0, 1), epochs=3)
+    first = run_spec(
+        load_spec(spec), out, device="cpu", make_report=False, only_methods=["pop"], only_seeds=[1]
+    )
+    assert (first.done, first.planned) == (1, 4)
+    done = _scalar(
+        out / "results.duckdb",
+        "SELECT string_agg(method || ':' || seed, ',') FROM plan WHERE status = 'done'",
+    )
+    assert done == "pop:1"
+    with pytest.raises(SpecError, match=r"seed\(s\) \[7\]"):
+        run_spec(load_spec(spec), out, device="cpu", make_report=False, only_seeds=[7])
+    with pytest.raises(SpecError, match="undeclared method"):
+        run_spec(load_spec(spec), out, device="cpu", make_report=False, only_methods=["nope"])
+    rest = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+    assert (rest.done, rest.skipped) == (3, 1)

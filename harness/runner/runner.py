@@ -113,13 +113,15 @@ def run_spec(
     retry_failed: bool = True,
     make_report: bool = True,
     only_methods: list[str] | None = None,
+    only_seeds: list[int] | None = None,
 ) -> RunSummary:
-    """Run the spec's pending cells; ``only_methods`` restricts this run to some methods
-    (the plan and the report still cover the whole matrix)."""
+    """Run the spec's pending cells; ``only_methods`` / ``only_seeds`` restrict this run to
+    some methods / seeds (the plan and the report still cover the whole matrix)."""
     console = console or Console(stderr=True)
     executor = executor or InProcessExecutor()
     device_name = device or loaded.spec.experiment.device
     torch_device = resolve_device(device_name)
+    _check_restrictions(loaded, only_methods, only_seeds)
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "results.duckdb"
     run_id = datetime.now().strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
@@ -151,20 +153,9 @@ def run_spec(
         finished = {"done"} if retry_failed else {"done", "failed"}
         seen: set[str] = set()
         pending = []
-        wanted = set(only_methods) if only_methods else {t.method for t in tasks}
-        unknown = wanted - set(loaded.spec.methods)
-        if unknown:
-            raise SpecError(
-                [
-                    SpecIssue(
-                        str(loaded.path),
-                        ("methods",),
-                        f"--only names undeclared method(s) {sorted(unknown)}",
-                    )
-                ]
-            )
+        wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
         for t in tasks:  # identical cells (same kind, params, seed) run once
-            if t.method not in wanted:
+            if t.method not in wanted or (only_seeds and t.seed not in only_seeds):
                 continue
             if status.get(t.cell_id) not in finished and t.cell_id not in seen:
                 pending.append(t)
@@ -205,6 +196,34 @@ def run_spec(
                 highlight=False,
             )
     return summary
+
+
+def _check_restrictions(
+    loaded: LoadedSpec, only_methods: list[str] | None, only_seeds: list[int] | None
+) -> None:
+    """--only / --seed must name methods and seeds of the spec (checked before any work)."""
+    issues = []
+    unknown = set(only_methods or ()) - set(loaded.spec.methods)
+    if unknown:
+        issues.append(
+            SpecIssue(
+                str(loaded.path),
+                ("methods",),
+                f"--only names undeclared method(s) {sorted(unknown)}",
+            )
+        )
+    seeds = set(loaded.spec.experiment.seeds)
+    if only_seeds and not set(only_seeds) <= seeds:
+        issues.append(
+            SpecIssue(
+                str(loaded.path),
+                ("experiment", "seeds"),
+                f"--seed names seed(s) {sorted(set(only_seeds) - seeds)} that the spec does not "
+                f"list (it has {sorted(seeds)})",
+            )
+        )
+    if issues:
+        raise SpecError(issues)
 
 
 def _execute(
