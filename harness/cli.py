@@ -237,7 +237,7 @@ def sql(
     import duckdb
 
     from harness.runner.runner import output_dir
-    from harness.store.store import StoreLocked, fetch
+    from harness.store.store import StoreLocked, connect_read_only, fetch
 
     if store is None:
         if spec is None:
@@ -246,7 +246,7 @@ def sql(
     if not store.exists():
         raise FileNotFoundError(f"no results store at {store}; run `harness run` first")
     try:
-        con = duckdb.connect(str(store), read_only=True)
+        con = connect_read_only(store)
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise

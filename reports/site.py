@@ -19,7 +19,7 @@ import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from harness.store.store import Store, StoreLocked, fetch
+from harness.store.store import Store, StoreLocked, connect_read_only, fetch
 from reports.compare import Pair, compute_significance
 from reports.exports import to_csv, to_latex, to_markdown
 from reports.figures import (
@@ -141,7 +141,7 @@ def _open(store_path: Path, persist: bool) -> tuple[duckdb.DuckDBPyConnection, S
             why = "the store is in use by another process"
         except (duckdb.Error, OSError) as exc:  # e.g. a read-only file
             why = f"the store cannot be written ({type(exc).__name__})"
-    con = duckdb.connect(str(store_path), read_only=True)
+    con = connect_read_only(store_path)
     con.execute("SET enable_progress_bar = false")
     return con, None, why
 

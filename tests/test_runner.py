@@ -260,3 +260,22 @@ def test_only_and_seed_restrict_the_run_and_the_rest_stays_pending(tmp_path):
         run_spec(load_spec(spec), out, device="cpu", make_report=False, only_methods=["nope"])
     rest = run_spec(load_spec(spec), out, device="cpu", make_report=False)
     assert (rest.done, rest.skipped) == (3, 1)
+
+
+def test_read_only_connection_gets_current_views_of_an_older_store(tmp_path):
+    from harness.store.store import Store, connect_read_only
+
+    path = tmp_path / "old.duckdb"
+    with Store(path) as store:  # a store whose writer predates the epoch_timings view
+        store.con.execute("DROP VIEW epoch_timings")
+    con = connect_read_only(path)
+    try:
+        assert con.execute("SELECT count(*) FROM epoch_timings").fetchone() == (0,)
+    finally:
+        con.close()
+    raw = duckdb.connect(str(path), read_only=True)
+    try:  # and the file itself was not changed
+        with pytest.raises(duckdb.CatalogException):
+            raw.execute("SELECT * FROM epoch_timings")
+    finally:
+        raw.close()

@@ -19,7 +19,7 @@ import polars as pl
 from harness.errors import HarnessError
 from harness.protocol.candidates import CandidateSet, DomainCandidates
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreLocked", "fetch"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreLocked", "connect_read_only", "fetch"]
 
 SCHEMA_VERSION = "1"
 
@@ -34,6 +34,21 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
     if relation is None:  # a statement that returns no rows
         return pl.DataFrame()
     return relation.pl()
+
+
+def connect_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection whose views are this version's, as temporary views: a store
+    written by an older version (or by a run still in progress elsewhere) gets new views such
+    as ``epoch_timings`` without being modified. Falls back to the stored views if the file
+    lacks a table they need."""
+    con = duckdb.connect(str(path), read_only=True)
+    script = _sql("views.sql").replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW")
+    try:
+        con.execute(script)
+    except duckdb.Error:
+        con.close()
+        con = duckdb.connect(str(path), read_only=True)
+    return con
 
 
 def _now() -> datetime:
@@ -53,7 +68,11 @@ class Store:
             raise FileNotFoundError(f"no results store at {self.path}; run `harness run` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = (
+                connect_read_only(self.path)
+                if read_only
+                else duckdb.connect(str(self.path), read_only=False)
+            )
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(
