@@ -9,6 +9,7 @@ user embedding (stage 2).
 from __future__ import annotations
 
 import math
+import time
 from typing import Literal
 
 import torch
@@ -440,6 +441,7 @@ class CATART(Method):
         stopper = EarlyStopping(patience=p.cat_patience)
         epoch = 0
         for epoch in range(1, p.cat_max_epochs + 1):
+            started = time.perf_counter()
             perm = train_users[torch.randperm(len(train_users), generator=gen)].to(device)
             masks = torch.randint(n_domains, (len(perm),), generator=gen).to(device)
             sums = dict.fromkeys(("loss", "contrastive", "rec1", "rec2"), 0.0)
@@ -453,9 +455,12 @@ class CATART(Method):
             values = {k: v / max(len(perm), 1) for k, v in sums.items()}
             if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"catart-cat: non-finite {values} at epoch {epoch}")
+            values["train_s"] = time.perf_counter() - started  # as run_epochs logs it
             stop = False
             if n_valid:
+                started = time.perf_counter()
                 values["valid_loss"] = valid_loss()
+                values["valid_s"] = time.perf_counter() - started
                 stop = stopper.update(epoch, -values["valid_loss"], cat.state_dict())
             ctx.log(EpochLog(stage="catart-cat", epoch=epoch, values=values))
             if stop:
