@@ -60,6 +60,9 @@ SELECT dataset, method, ranking, domain, k, user_id, n_train_domain, bucket, buc
 FROM user_means WHERE experiment = ?
 """
 Q_TIMINGS = "SELECT * FROM timings WHERE experiment = ? ORDER BY dataset, method"
+Q_EPOCH_TIMINGS = """
+SELECT * FROM epoch_timings WHERE experiment = ? ORDER BY dataset, method, stage, domain
+"""
 Q_PLAN = """
 SELECT dataset, method, display_name, kind, seed, cell_id, status, error, train_s, infer_s,
        epochs, best_epoch, best_valid, device
@@ -93,6 +96,7 @@ class ReportData:
     buckets: pl.DataFrame
     user_means: pl.DataFrame
     timings: pl.DataFrame
+    epoch_timings: pl.DataFrame
     plan: pl.DataFrame
     cells: pl.DataFrame
     curves: pl.DataFrame
@@ -143,6 +147,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, experiment: str) -> ReportD
         buckets=q(Q_BUCKETS),
         user_means=q(Q_USER_MEANS),
         timings=q(Q_TIMINGS),
+        epoch_timings=q(Q_EPOCH_TIMINGS),
         plan=plan,
         cells=q(Q_CELLS),
         curves=q(Q_CURVES),

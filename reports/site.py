@@ -45,6 +45,7 @@ from reports.tables import (
     rank_agreement,
     significance_tables,
     sparse_table,
+    stage_timings_table,
     timings_table,
 )
 
@@ -287,7 +288,10 @@ def _dataset_sections(ctx: Context, dataset: str) -> list[Section]:
     add(
         "timings",
         "Running time (Table 7)",
-        [Block("table", timings_table(ctx, dataset))],
+        [
+            Block("table", timings_table(ctx, dataset)),
+            Block("table", stage_timings_table(ctx, dataset)),
+        ],
         "no finished cells",
     )
     add(

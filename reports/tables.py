@@ -45,6 +45,7 @@ __all__ = [
     "rank_agreement",
     "significance_tables",
     "sparse_table",
+    "stage_timings_table",
     "timings_table",
 ]
 
@@ -678,6 +679,59 @@ def timings_table(ctx: Context, dataset: str) -> Table | None:
         "Wall-clock seconds per cell, mean ± std over seeds (training includes validation for "
         "early stopping; inference = scoring every test and full-ranking case). Timings from "
         "different devices or concurrent load are not comparable.",
+        sql=sql,
+    )
+
+
+def stage_timings_table(ctx: Context, dataset: str) -> Table | None:
+    """Seconds per training epoch of each method's stages (and domains), from the curves."""
+    frame = ctx.data.epoch_timings.filter(pl.col("dataset") == dataset)
+    if frame.is_empty():
+        return None
+    names = ctx.names(dataset)
+    header = [
+        [
+            Head("Method", sort=0),
+            Head("Stage", sort=1),
+            Head("Domain", sort=2),
+            Head("s / epoch", sort=3),
+            Head("median", sort=4),
+            Head("Epochs", sort=5),
+            Head("Seeds", sort=6),
+        ]
+    ]
+    rows = []
+    methods = frame["method"].unique(maintain_order=True).to_list()
+    order = [m["method"] for m in _ordered_methods(ctx, dataset, methods)]
+    for method in order:
+        part = frame.filter(pl.col("method") == method).sort(["stage", "domain"], nulls_last=False)
+        for r in part.iter_rows(named=True):
+            rows.append(
+                Row(
+                    [
+                        Cell(names.get(method, method), numeric=False, cls="name"),
+                        Cell(r["stage"], numeric=False),
+                        Cell(r["domain"] or "", numeric=False),
+                        Cell(f"{r['train_s_per_epoch']:.2f}", r["train_s_per_epoch"]),
+                        Cell(f"{r['train_s_per_epoch_median']:.2f}", r["train_s_per_epoch_median"]),
+                        Cell(str(r["n_epochs"]), r["n_epochs"]),
+                        Cell(str(r["n_seeds"]), r["n_seeds"]),
+                    ]
+                )
+            )
+    sql = (
+        "SELECT method, stage, domain, round(train_s_per_epoch, 2) AS s_per_epoch, n_epochs,\n"
+        f"       n_seeds FROM epoch_timings WHERE experiment = {sql_lit(ctx.data.experiment)} "
+        f"AND dataset = {sql_lit(dataset)} ORDER BY method, stage, domain"
+    )
+    return Table(
+        f"stage-timings-{dataset}",
+        f"{dataset} · seconds per training epoch, by stage",
+        header,
+        rows,
+        "Wall-clock seconds of one training epoch (validation excluded), mean and median over "
+        "the epochs of every seed; a stage taken from UCLR's stage cache repeats the timings of "
+        "the cell that computed it. Cells stored before this was recorded have no rows.",
         sql=sql,
     )
 

@@ -98,6 +98,7 @@ def test_run_writes_index_and_dataset_page_with_notes_for_missing_tables(tiny):
         "Figs. 3/4: user activity distribution",
         "Sampled vs full ranking: syn · method-rank agreement",
         "Significance: syn · all users",
+        "syn · seconds per training epoch, by stage",
         "Not in this run: no UCLR ablation variants",
         "Not in this run: no UCLR method",
         "Not in this run: no per-user temperatures",
