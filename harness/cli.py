@@ -62,6 +62,13 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _drain(_signum: int, _frame: object) -> None:
+    from harness.runner.executor import DRAIN
+
+    DRAIN.set()
+    err.print("[yellow]drain requested[/]: running cells finish and are stored; no new cell starts")
+
+
 def _load(spec: Path, check_files: bool = True):
     from harness.spec.load import load_spec
 
@@ -136,6 +143,7 @@ def run(
     from harness.runner.runner import output_dir, run_spec
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`timeout` stop it like Ctrl-C
+    signal.signal(signal.SIGUSR1, _drain)  # `kill -USR1`: finish running cells, start none
 
     if device not in (None, "auto", "cpu", "cuda"):
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")

@@ -279,3 +279,32 @@ def test_read_only_connection_gets_current_views_of_an_older_store(tmp_path):
             raw.execute("SELECT * FROM epoch_timings")
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_drain_finishes_the_running_cell_and_leaves_the_rest_pending(tmp_path, workers):
+    """SIGUSR1 (DRAIN): the cell that started is stored, no other starts, the run resumes."""
+    from harness.runner.executor import DRAIN, InProcessExecutor
+    from harness.runner.pool import PoolExecutor
+
+    base = InProcessExecutor() if workers == 1 else PoolExecutor(1, 1)
+
+    class DrainAfterFirstStart:
+        def run(self, tasks, on_start, on_epoch):
+            def start(task):
+                DRAIN.set()
+                on_start(task)
+
+            yield from base.run(tasks, start, on_epoch)
+
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, seeds=(0, 1), epochs=3)
+    summary = run_spec(
+        load_spec(spec), out, device="cpu", make_report=False, executor=DrainAfterFirstStart()
+    )
+    assert (summary.done, summary.failed) == (1, 0)
+    db = out / "results.duckdb"
+    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'pending'") == 3
+    assert _scalar(db, "SELECT status FROM runs ORDER BY started_at DESC LIMIT 1") == "drained"
+    rest = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+    assert (rest.done, rest.skipped) == (3, 1)

@@ -3,10 +3,15 @@
 ``InProcessExecutor`` runs cells one after another in this process. A Ray (or process-pool)
 executor implements the same ``run`` generator: it ships each self-contained ``CellTask``,
 forwards epoch events, and yields ``CellResult`` objects; it never touches the store.
+
+``DRAIN`` asks every executor to start no new cell and to finish the running ones (``harness
+run`` sets it on SIGUSR1): on a shared machine a long matrix can be paused without losing the
+training in progress, and resumed later.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
@@ -14,7 +19,9 @@ from harness.runner.cells import CellTask
 from harness.runner.work import CellResult, run_cell
 from methods.base import EpochLog
 
-__all__ = ["Executor", "InProcessExecutor"]
+__all__ = ["DRAIN", "Executor", "InProcessExecutor"]
+
+DRAIN = threading.Event()
 
 StartHook = Callable[[CellTask], None]
 EpochHook = Callable[[CellTask, EpochLog], None]
@@ -31,5 +38,7 @@ class InProcessExecutor:
         self, tasks: Iterable[CellTask], on_start: StartHook, on_epoch: EpochHook
     ) -> Iterator[CellResult]:
         for task in tasks:
+            if DRAIN.is_set():
+                return
             on_start(task)
             yield run_cell(task, on_epoch=lambda entry, t=task: on_epoch(t, entry))

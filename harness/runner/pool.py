@@ -25,15 +25,17 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from harness.runner.cells import CellTask
-from harness.runner.executor import EpochHook, StartHook
+from harness.runner.executor import DRAIN, EpochHook, StartHook
 from harness.runner.work import CellResult, run_cell
 from methods.registry import get_method
 
 __all__ = ["PoolExecutor", "chains", "default_threads"]
 
 _EVENTS: queue.Queue | None = None  # set in each worker by _init_worker
+_DRAIN = None  # the parent's drain request, an mp.Event shared with the workers
 POLL_S = 0.2
 DIED = (
     "worker process died while running this cell (killed or out of memory?); rerun the "
@@ -64,14 +66,14 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _init_worker(threads: int, events: queue.Queue, parent: int) -> None:
-    global _EVENTS
+def _init_worker(threads: int, events: queue.Queue, drain, parent: int) -> None:
+    global _EVENTS, _DRAIN
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
-    _EVENTS = events
+    _EVENTS, _DRAIN = events, drain
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -79,6 +81,9 @@ def _work(chain: list[tuple[int, CellTask]]) -> None:
     events = _EVENTS
     assert events is not None, "worker not initialised"
     for index, task in chain:
+        if _DRAIN is not None and _DRAIN.is_set():  # drained: the rest of the chain waits
+            events.put(("skipped", index, None))
+            continue
         events.put(("start", index, None))
         result = run_cell(task, on_epoch=lambda entry, i=index: events.put(("epoch", i, entry)))
         events.put(("result", index, dataclasses.replace(result, task=None)))
@@ -100,21 +105,35 @@ class PoolExecutor:
         if not tasks:
             return
         ctx = mp.get_context("spawn")
-        events = ctx.Queue()
+        events, drain = ctx.Queue(), ctx.Event()
         groups = chains(tasks)
         pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(groups)),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(self.threads, events, os.getpid()),
+            initargs=(self.threads, events, drain, os.getpid()),
         )
         returned: set[int] = set()
+        futures: dict[Future, list[int]] = {}
+        waiting = list(groups)  # chains not yet handed to a worker (at most `workers` are)
         finished = False
         try:
-            futures: dict[Future, list[int]] = {
-                pool.submit(_work, [(i, tasks[i]) for i in chain]): chain for chain in groups
-            }
-            while len(returned) < len(tasks):
+            while True:
+                if DRAIN.is_set():
+                    drain.set()
+                while (
+                    waiting and not DRAIN.is_set() and self._busy(futures, returned) < self.workers
+                ):
+                    chain = waiting.pop(0)
+                    try:
+                        futures[pool.submit(_work, [(i, tasks[i]) for i in chain])] = chain
+                    except BrokenProcessPool:
+                        for i in chain + [i for rest in waiting for i in rest]:
+                            returned.add(i)
+                            yield CellResult(task=tasks[i], status="failed", error=DIED)
+                        waiting.clear()
+                if self._busy(futures, returned) == 0 and (not waiting or DRAIN.is_set()):
+                    break
                 try:
                     kind, index, payload = events.get(timeout=POLL_S)
                 except queue.Empty:
@@ -124,6 +143,8 @@ class PoolExecutor:
                     on_start(tasks[index])
                 elif kind == "epoch":
                     on_epoch(tasks[index], payload)
+                elif kind == "skipped":
+                    returned.add(index)  # not run: stays pending in the store
                 else:
                     returned.add(index)
                     yield dataclasses.replace(payload, task=tasks[index])
@@ -137,6 +158,11 @@ class PoolExecutor:
                         process.terminate()
 
     @staticmethod
+    def _busy(futures: dict[Future, list[int]], returned: set[int]) -> int:
+        """Chains handed out whose cells have not all come back."""
+        return sum(1 for chain in futures.values() if any(i not in returned for i in chain))
+
+    @staticmethod
     def _failed_chains(
         futures: dict[Future, list[int]], tasks: list[CellTask], returned: set[int]
     ) -> Iterator[CellResult]:
@@ -145,7 +171,7 @@ class PoolExecutor:
             if not future.done() or future.exception() is None:
                 continue
             exc = future.exception()
-            error = DIED if "BrokenProcessPool" in type(exc).__name__ else repr(exc)
+            error = DIED if isinstance(exc, BrokenProcessPool) else repr(exc)
             for index in chain:
                 if index not in returned:
                     returned.add(index)

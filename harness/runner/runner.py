@@ -28,7 +28,7 @@ from rich.progress import (
 
 from harness.provenance import run_info
 from harness.runner.cells import CellTask, code_version, plan_cells
-from harness.runner.executor import Executor, InProcessExecutor
+from harness.runner.executor import DRAIN, Executor, InProcessExecutor
 from harness.runner.prepare import PreparedData, prepare
 from harness.runner.work import CellResult, resolve_device
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
@@ -174,9 +174,10 @@ def run_spec(
             f"{len(pending)} to run on {torch_device}"
         )
         state = "interrupted"
+        DRAIN.clear()
         try:
             _execute(executor, pending, store, run_id, summary, console)
-            state = "finished"
+            state = "drained" if DRAIN.is_set() else "finished"
         finally:
             store.finish_run(run_id, state, summary.done, summary.failed)
     if make_report:
