@@ -308,3 +308,46 @@ def test_drain_finishes_the_running_cell_and_leaves_the_rest_pending(tmp_path, w
     assert _scalar(db, "SELECT status FROM runs ORDER BY started_at DESC LIMIT 1") == "drained"
     rest = run_spec(load_spec(spec), out, device="cpu", make_report=False)
     assert (rest.done, rest.skipped) == (3, 1)
+
+
+def test_store_is_readable_between_commits_of_a_running_run(tmp_path):
+    """The driver releases DuckDB between commits, so another process (`harness sql`) can read
+    while cells train; a reader holding the file only delays the next commit."""
+    from harness.runner.executor import InProcessExecutor
+
+    out = tmp_path / "out"
+    db = out / "results.duckdb"
+    reader = (
+        "import sys, time, duckdb\n"
+        "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+        "print(con.execute('SELECT count(*) FROM cells').fetchone()[0], flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+    seen = []
+
+    class ReadWhileRunning:
+        def run(self, tasks, on_start, on_epoch):
+            for i, result in enumerate(InProcessExecutor().run(tasks, on_start, on_epoch)):
+                hold = "1.0" if i == 0 else "0"  # the first reader outlives the next commit
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", reader, str(db), hold],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read()  # it could open the store mid-run
+                seen.append(int(line))
+                yield result
+                proc.wait(timeout=30)
+
+    summary = run_spec(
+        load_spec(_spec(tmp_path, seeds=(0,), epochs=2)),
+        out,
+        device="cpu",
+        make_report=False,
+        executor=ReadWhileRunning(),
+    )
+    assert (summary.done, summary.failed) == (2, 0)
+    assert seen == [0, 1]  # each reader saw the commits made before it
+    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 2

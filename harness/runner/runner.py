@@ -175,11 +175,13 @@ def run_spec(
         )
         state = "interrupted"
         DRAIN.clear()
+        store.release()  # readable between commits: `harness sql` works while cells train
         try:
             _execute(executor, pending, store, run_id, summary, console)
             state = "drained" if DRAIN.is_set() else "finished"
         finally:
-            store.finish_run(run_id, state, summary.done, summary.failed)
+            with store.held():
+                store.finish_run(run_id, state, summary.done, summary.failed)
     if make_report:
         from reports.leaderboard import ReportOptions, write_report
 
@@ -265,7 +267,8 @@ def _execute(
                 console.print(line, highlight=False)  # logs get a heartbeat, not a live bar
 
         for result in executor.run(pending, on_start, on_epoch):
-            _commit(store, run_id, result)
+            with store.held():
+                _commit(store, run_id, result)
             if result.status == "done":
                 summary.done += 1
                 if not console.is_terminal:

@@ -6,7 +6,10 @@ transaction, so a crash (even ``kill -9``) leaves either the whole cell or none 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -68,7 +71,7 @@ class Store:
             raise FileNotFoundError(f"no results store at {self.path}; run `harness run` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = (
+            self.con: duckdb.DuckDBPyConnection | None = (
                 connect_read_only(self.path)
                 if read_only
                 else duckdb.connect(str(self.path), read_only=False)
@@ -88,7 +91,39 @@ class Store:
             )
 
     def close(self) -> None:
-        self.con.close()
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def release(self) -> None:
+        """Close the file until the next :meth:`held` block. DuckDB admits no reader beside a
+        writer, so a long run releases the store between commits and ``harness sql`` or a
+        report can read it while cells train."""
+        self.close()
+
+    @contextlib.contextmanager
+    def held(self, wait_s: float = 3600.0) -> Iterator[Store]:
+        """Reopen a released store for writing (waiting while a reader has it open), then
+        release it again; a no-op while the store is open."""
+        if self.con is not None:
+            yield self
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path), read_only=False)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreLocked(
+                        f"results store {self.path} stayed locked by another process for "
+                        f"{wait_s:.0f} s; close the reader and rerun to resume"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            yield self
+        finally:
+            self.release()
 
     def __enter__(self) -> Store:
         return self
