@@ -351,3 +351,17 @@ def test_store_is_readable_between_commits_of_a_running_run(tmp_path):
     assert (summary.done, summary.failed) == (2, 0)
     assert seen == [0, 1]  # each reader saw the commits made before it
     assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 2
+
+
+def test_a_drained_worker_skips_the_rest_of_its_chain(monkeypatch):
+    import queue
+    import threading
+
+    from harness.runner import pool
+
+    events, drain = queue.Queue(), threading.Event()
+    drain.set()
+    monkeypatch.setattr(pool, "_EVENTS", events)
+    monkeypatch.setattr(pool, "_DRAIN", drain)
+    pool._work([(3, object()), (4, object())])  # never run: the tasks are not even looked at
+    assert [events.get_nowait() for _ in range(2)] == [("skipped", 3, None), ("skipped", 4, None)]
