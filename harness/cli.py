@@ -88,10 +88,20 @@ def validate(spec: SpecArg) -> None:
     )
 
 
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.0f}"
+    return str(value)
+
+
 @app.command()
 @friendly
 def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     """Show the cell matrix (dataset x method x seed) and which cells are already done."""
+    import polars as pl
+
     from harness.runner.runner import output_dir, plan_status
 
     loaded = _load(spec)
@@ -100,10 +110,19 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     for col in frame.columns:
         table.add_column(col)
     for row in frame.iter_rows():
-        table.add_row(*map(str, row))
+        table.add_row(*map(_cell_text, row))
     out.print(table)
     counts = frame.group_by("status").len().sort("status").iter_rows()
     out.print(", ".join(f"{s}: {n}" for s, n in counts))
+    todo = frame.filter(pl.col("status") != "done")
+    if len(todo):
+        timed = todo.filter(pl.col("estimate_s").is_not_null())
+        hours = (timed["estimate_s"].sum() or 0.0) / 3600
+        out.print(
+            f"estimated compute for {len(timed)} of {len(todo)} unfinished cells: "
+            f"{hours:.2f} h in one process (median of finished cells of the same method; "
+            f"{len(todo) - len(timed)} have none yet)"
+        )
 
 
 @app.command()

@@ -365,3 +365,32 @@ def test_a_drained_worker_skips_the_rest_of_its_chain(monkeypatch):
     monkeypatch.setattr(pool, "_DRAIN", drain)
     pool._work([(3, object()), (4, object())])  # never run: the tasks are not even looked at
     assert [events.get_nowait() for _ in range(2)] == [("skipped", 3, None), ("skipped", 4, None)]
+
+
+def test_plan_estimates_pending_cells_from_finished_cells_of_the_same_method(tmp_path):
+    from harness.runner.runner import plan_status
+
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, seeds=(0, 1, 2), epochs=3)
+    run_spec(
+        load_spec(spec),
+        out,
+        device="cpu",
+        make_report=False,
+        only_methods=["bprmf"],
+        only_seeds=[0, 1],
+    )
+    frame = plan_status(load_spec(spec), out / "results.duckdb", device="cpu")
+    rows = {(r["method"], r["seed"]): r for r in frame.iter_rows(named=True)}
+    spent = sorted(rows[("bprmf", s)]["seconds"] for s in (0, 1))
+    assert all(s > 0 for s in spent)
+    pending = rows[("bprmf", 2)]
+    assert pending["status"] == "pending"
+    assert pending["estimate_s"] == pytest.approx(sum(spent) / 2)  # median of two
+    assert pending["estimate_from"] == "same params"
+    assert rows[("bprmf", 0)]["estimate_s"] is None
+    # No finished popularity cell: no estimate rather than a guess.
+    assert rows[("pop", 0)]["estimate_s"] is None and rows[("pop", 0)]["seconds"] is None
+    result = CliRunner().invoke(app, ["plan", str(spec), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "estimated compute for 1 of 4 unfinished cells" in result.output

@@ -8,6 +8,7 @@ the missing cells.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -82,16 +83,40 @@ def _plan_rows(loaded: LoadedSpec, tasks: list[CellTask]) -> list[dict]:
     return rows
 
 
-def plan_status(loaded: LoadedSpec, store_path: Path, device: str = "auto") -> pl.DataFrame:
-    """The cell matrix with each cell's stored status (without writing anything)."""
+def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None) -> pl.DataFrame:
+    """The cell matrix with each cell's stored status and compute seconds (without writing
+    anything). A pending cell gets ``estimate_s``: the median seconds (training + inference)
+    of finished cells with the same dataset, kind, device type and parameters (other seeds),
+    else of the same dataset, kind and device type (``estimate_from`` says which)."""
     store = Store(store_path, read_only=True) if store_path.exists() else None
     try:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
-        tasks = plan_cells(loaded, prepared, device)
+        target = str(resolve_device(device or loaded.spec.experiment.device))
+        tasks = plan_cells(loaded, prepared, target)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
+        seconds = store.cell_seconds([t.cell_id for t in tasks]) if store else {}
+        costs = store.cell_costs() if store else []
     finally:
         if store:
             store.close()
+    exact: dict[tuple[str, str, str, str], list[float]] = {}
+    by_kind: dict[tuple[str, str, str], list[float]] = {}
+    for fingerprint, kind, params, cell_device, spent in costs:
+        device_type = str(cell_device).split(":")[0]
+        exact.setdefault((fingerprint, kind, device_type, _canonical(params)), []).append(spent)
+        by_kind.setdefault((fingerprint, kind, device_type), []).append(spent)
+    estimates: list[float | None] = []
+    sources: list[str | None] = []
+    for t in tasks:
+        if status.get(t.cell_id) == "done":
+            estimates.append(None)
+            sources.append(None)
+            continue
+        key = (t.prepared.fingerprint, t.kind, t.device.split(":")[0])
+        same = exact.get((*key, _canonical(json.dumps(t.params.model_dump(mode="json")))))
+        pool, source = (same, "same params") if same else (by_kind.get(key), "same kind")
+        estimates.append(statistics.median(pool) if pool else None)
+        sources.append(source if pool else None)
     return pl.DataFrame(
         {
             "dataset": [t.dataset for t in tasks],
@@ -100,8 +125,16 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str = "auto") -> p
             "seed": [t.seed for t in tasks],
             "cell_id": [t.cell_id for t in tasks],
             "status": [status.get(t.cell_id, "pending") for t in tasks],
-        }
+            "seconds": [seconds.get(t.cell_id) for t in tasks],
+            "estimate_s": estimates,
+            "estimate_from": sources,
+        },
+        schema_overrides={"seconds": pl.Float64, "estimate_s": pl.Float64},
     )
+
+
+def _canonical(params_json: str) -> str:
+    return json.dumps(json.loads(params_json), sort_keys=True)
 
 
 def run_spec(
