@@ -394,3 +394,27 @@ def test_plan_estimates_pending_cells_from_finished_cells_of_the_same_method(tmp
     result = CliRunner().invoke(app, ["plan", str(spec), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "estimated compute for 1 of 4 unfinished cells" in result.output
+
+
+def test_logs_without_a_terminal_get_an_epoch_line_at_least_every_minute(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import harness.runner.runner as runner_module
+
+    spec = _spec(tmp_path, seeds=(0,), epochs=3)
+    sink = io.StringIO()
+    monkeypatch.setattr(runner_module, "LOG_EVERY_SECONDS", 0.0)  # every epoch "ends a minute"
+    run_spec(
+        load_spec(spec),
+        tmp_path / "out",
+        device="cpu",
+        make_report=False,
+        only_methods=["bprmf"],
+        console=Console(file=sink, force_terminal=False, width=200),
+    )
+    printed = sink.getvalue().splitlines()
+    lines = [line for line in printed if line.startswith("bprmf/seed 0 bprmf") and "━" not in line]
+    # 3 domains x 3 epochs (patience 3 never fires within 3 epochs), none held back.
+    assert len(lines) == 9, sink.getvalue()

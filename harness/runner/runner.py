@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +40,8 @@ from methods.registry import get_method
 
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
 
-LOG_EVERY_EPOCHS = 10  # without a terminal, print every n-th epoch line
+LOG_EVERY_EPOCHS = 10  # without a terminal, print every n-th epoch line ...
+LOG_EVERY_SECONDS = 60.0  # ... and any epoch line that ends a minute of silence
 
 
 @dataclass
@@ -290,14 +292,20 @@ def _execute(
                 description=f"{task.dataset}/{task.method}/seed {task.seed}",
             )
 
+        last_print = [time.monotonic()]
+
         def on_epoch(task: CellTask, entry: EpochLog) -> None:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in entry.values.items())
             domain = f" {entry.domain}" if entry.domain else ""
             line = f"{task.method}/seed {task.seed} {entry.stage}{domain} epoch {entry.epoch}"
             line = f"{line}: {shown}"
             progress.update(epoch_bar, description=line)
-            if not console.is_terminal and entry.epoch % LOG_EVERY_EPOCHS == 0:
+            now = time.monotonic()
+            if not console.is_terminal and (
+                entry.epoch % LOG_EVERY_EPOCHS == 0 or now - last_print[0] >= LOG_EVERY_SECONDS
+            ):
                 console.print(line, highlight=False)  # logs get a heartbeat, not a live bar
+                last_print[0] = now
 
         for result in executor.run(pending, on_start, on_epoch):
             with store.held():
