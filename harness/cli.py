@@ -107,9 +107,18 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     loaded = _load(spec)
     frame = plan_status(loaded, output_dir(loaded, out_dir) / "results.duckdb")
     table = Table(title=f"{loaded.spec.experiment.name}: {len(frame)} cells")
-    for col in frame.columns:
-        table.add_column(col)
-    for row in frame.iter_rows():
+    shown = frame.select(
+        "dataset",
+        "method",
+        "seed",
+        pl.col("cell_id").str.slice(0, 8).alias("cell"),
+        "status",
+        pl.col("seconds").alias("s"),
+        pl.col("estimate_s").alias("est. s"),
+    )
+    for col in shown.columns:
+        table.add_column(col, no_wrap=True)
+    for row in shown.iter_rows():
         table.add_row(*map(_cell_text, row))
     out.print(table)
     counts = frame.group_by("status").len().sort("status").iter_rows()
