@@ -418,3 +418,33 @@ def test_logs_without_a_terminal_get_an_epoch_line_at_least_every_minute(tmp_pat
     lines = [line for line in printed if line.startswith("bprmf/seed 0 bprmf") and "━" not in line]
     # 3 domains x 3 epochs (patience 3 never fires within 3 epochs), none held back.
     assert len(lines) == 9, sink.getvalue()
+
+
+def test_a_run_waits_for_a_reader_holding_the_store_instead_of_failing(tmp_path):
+    """`harness run` opening a store that `harness sql` (or another run's commit) holds for a
+    moment waits for it; with no wait the same open fails with StoreLocked."""
+    from harness.store.store import Store, StoreLocked
+
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, seeds=(0,), epochs=2)
+    run_spec(load_spec(spec), out, device="cpu", make_report=False, only_methods=["pop"])
+    db = out / "results.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, duckdb\n"
+            "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+            "print('open', flush=True)\n"
+            "time.sleep(2.0)\n",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "open"
+    with pytest.raises(StoreLocked, match="in use by another process"):
+        Store(db)
+    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+    holder.wait(timeout=30)
+    assert (summary.done, summary.failed) == (1, 0)

@@ -41,6 +41,7 @@ from methods.registry import get_method
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
 
 LOG_EVERY_EPOCHS = 10  # without a terminal, print every n-th epoch line ...
+STORE_WAIT_S = 120.0  # a reader or another run's commit holds the file only briefly
 LOG_EVERY_SECONDS = 60.0  # ... and any epoch line that ends a minute of silence
 
 
@@ -160,7 +161,7 @@ def run_spec(
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "results.duckdb"
     run_id = datetime.now().strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
-    with Store(store_path) as store:
+    with Store(store_path, wait_s=STORE_WAIT_S) as store:
         store.start_run(
             run_id,
             run_info(

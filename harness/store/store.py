@@ -65,24 +65,31 @@ def _sql(name: str) -> str:
 class Store:
     """Read-write access to one results file (created on first use)."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, wait_s: float = 0.0):
+        """Open (or create) the store; ``wait_s`` > 0 retries that long while another process
+        has the file open (a reader, or another run committing a cell) before giving up."""
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"no results store at {self.path}; run `harness run` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.con: duckdb.DuckDBPyConnection | None = (
-                connect_read_only(self.path)
-                if read_only
-                else duckdb.connect(str(self.path), read_only=False)
-            )
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise StoreLocked(
-                    f"results store {self.path} is in use by another process "
-                    f"(another `harness run`?); wait for it or stop it"
-                ) from None
-            raise
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.con: duckdb.DuckDBPyConnection | None = (
+                    connect_read_only(self.path)
+                    if read_only
+                    else duckdb.connect(str(self.path), read_only=False)
+                )
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreLocked(
+                        f"results store {self.path} is in use by another process "
+                        f"(another `harness run`?); wait for it or stop it"
+                    ) from None
+                time.sleep(0.5)
         if not read_only:
             self.con.execute(_sql("schema.sql"))
             self.con.execute(_sql("views.sql"))
