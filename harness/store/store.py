@@ -62,6 +62,25 @@ def _sql(name: str) -> str:
     return resources.files("harness.store").joinpath(name).read_text()
 
 
+def _connect_waiting(
+    path: Path, read_only: bool, wait_s: float
+) -> duckdb.DuckDBPyConnection | None:
+    """Connect, retrying every 0.5 s for up to ``wait_s`` while another process holds the
+    file (DuckDB admits no reader beside a writer); None if it stays locked."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if read_only:
+                return connect_read_only(path)
+            return duckdb.connect(str(path), read_only=False)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
+
+
 class Store:
     """Read-write access to one results file (created on first use)."""
 
@@ -72,24 +91,12 @@ class Store:
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"no results store at {self.path}; run `harness run` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self.con: duckdb.DuckDBPyConnection | None = (
-                    connect_read_only(self.path)
-                    if read_only
-                    else duckdb.connect(str(self.path), read_only=False)
-                )
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreLocked(
-                        f"results store {self.path} is in use by another process "
-                        f"(another `harness run`?); wait for it or stop it"
-                    ) from None
-                time.sleep(0.5)
+        self.con: duckdb.DuckDBPyConnection | None = _connect_waiting(self.path, read_only, wait_s)
+        if self.con is None:
+            raise StoreLocked(
+                f"results store {self.path} is in use by another process "
+                f"(another `harness run`?); wait for it or stop it"
+            )
         if not read_only:
             self.con.execute(_sql("schema.sql"))
             self.con.execute(_sql("views.sql"))
@@ -115,18 +122,12 @@ class Store:
         if self.con is not None:
             yield self
             return
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self.con = duckdb.connect(str(self.path), read_only=False)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise StoreLocked(
-                        f"results store {self.path} stayed locked by another process for "
-                        f"{wait_s:.0f} s; close the reader and rerun to resume"
-                    ) from None
-                time.sleep(0.5)
+        self.con = _connect_waiting(self.path, False, wait_s)
+        if self.con is None:
+            raise StoreLocked(
+                f"results store {self.path} stayed locked by another process for "
+                f"{wait_s:.0f} s; close the reader and rerun to resume"
+            )
         try:
             yield self
         finally:
