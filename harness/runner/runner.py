@@ -41,8 +41,8 @@ from methods.registry import get_method
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
 
 LOG_EVERY_EPOCHS = 10  # without a terminal, print every n-th epoch line ...
-STORE_WAIT_S = 120.0  # a reader or another run's commit holds the file only briefly
 LOG_EVERY_SECONDS = 60.0  # ... and any epoch line that ends a minute of silence
+STORE_WAIT_S = 120.0  # a reader or another run's commit holds the file only briefly
 
 
 @dataclass
@@ -97,14 +97,14 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         target = str(resolve_device(device or loaded.spec.experiment.device))
         tasks = plan_cells(loaded, prepared, target)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
-        seconds = store.cell_seconds([t.cell_id for t in tasks]) if store else {}
         costs = store.cell_costs() if store else []
     finally:
         if store:
             store.close()
+    seconds = {cell: spent for cell, *_rest, spent in costs}
     exact: dict[tuple[str, str, str, str], list[float]] = {}
     by_kind: dict[tuple[str, str, str], list[float]] = {}
-    for fingerprint, kind, params, cell_device, spent in costs:
+    for _cell, fingerprint, kind, params, cell_device, spent in costs:
         device_type = str(cell_device).split(":")[0]
         exact.setdefault((fingerprint, kind, device_type, _canonical(params)), []).append(spent)
         by_kind.setdefault((fingerprint, kind, device_type), []).append(spent)
@@ -293,9 +293,10 @@ def _execute(
                 description=f"{task.dataset}/{task.method}/seed {task.seed}",
             )
 
-        last_print = [time.monotonic()]
+        last_print = time.monotonic()
 
         def on_epoch(task: CellTask, entry: EpochLog) -> None:
+            nonlocal last_print
             shown = ", ".join(f"{k} {v:.4f}" for k, v in entry.values.items())
             domain = f" {entry.domain}" if entry.domain else ""
             line = f"{task.method}/seed {task.seed} {entry.stage}{domain} epoch {entry.epoch}"
@@ -303,10 +304,10 @@ def _execute(
             progress.update(epoch_bar, description=line)
             now = time.monotonic()
             if not console.is_terminal and (
-                entry.epoch % LOG_EVERY_EPOCHS == 0 or now - last_print[0] >= LOG_EVERY_SECONDS
+                entry.epoch % LOG_EVERY_EPOCHS == 0 or now - last_print >= LOG_EVERY_SECONDS
             ):
                 console.print(line, highlight=False)  # logs get a heartbeat, not a live bar
-                last_print[0] = now
+                last_print = now
 
         for result in executor.run(pending, on_start, on_epoch):
             with store.held():

@@ -336,23 +336,13 @@ class Store:
         ).fetchall()
         return dict(rows)
 
-    def cell_seconds(self, cell_ids: list[str]) -> dict[str, float]:
-        """Training + inference seconds of the given finished cells."""
-        if not cell_ids:
-            return {}
-        rows = self.con.execute(
-            "SELECT cell_id, train_s + coalesce(infer_s, 0) FROM cells "
-            "WHERE status = 'done' AND cell_id IN (SELECT unnest(?))",
-            [cell_ids],
-        ).fetchall()
-        return dict(rows)
-
-    def cell_costs(self) -> list[tuple[str, str, str, str, float]]:
-        """(dataset fingerprint, kind, params JSON, device, seconds) of every finished cell:
-        what ``harness plan`` estimates pending cells from."""
+    def cell_costs(self) -> list[tuple[str, str, str, str, str, float]]:
+        """(cell id, dataset fingerprint, kind, params JSON, device, seconds of training +
+        inference) of every finished cell: what ``harness plan`` shows and estimates from."""
         return self.con.execute(
-            "SELECT dataset_fingerprint, kind, params, device, train_s + coalesce(infer_s, 0) "
-            "FROM cells WHERE status = 'done' AND train_s IS NOT NULL"
+            "SELECT cell_id, dataset_fingerprint, kind, params, device, "
+            "train_s + coalesce(infer_s, 0) FROM cells "
+            "WHERE status = 'done' AND train_s IS NOT NULL"
         ).fetchall()
 
     def write_cell(
