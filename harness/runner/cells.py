@@ -12,14 +12,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import harness
 from harness.evaluation.metrics import METRICS_VERSION
 from harness.runner.prepare import PreparedData
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from methods.base import MethodParams
 from methods.registry import get_method
 
-__all__ = ["CellTask", "cell_id", "code_version", "plan_cells"]
+__all__ = ["PROTOCOL_VERSION", "CellTask", "cell_id", "code_version", "plan_cells"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +40,16 @@ class CellTask:
     device: str
 
 
+PROTOCOL_VERSION = "1"  # the split and candidate rules; bump when either changes its output
+
+
 def code_version(kind: str) -> str:
+    """The versions of the code that determine a cell's numbers: the method, the metric
+    definitions and the protocol rules. Deliberately not the package version, so a release
+    keeps every published cell valid while a method's ``version`` bump marks its cells stale."""
     return (
-        f"harness {harness.__version__}; {kind} v{get_method(kind).version}; "
-        f"metrics v{METRICS_VERSION}"
+        f"{kind} v{get_method(kind).version}; metrics v{METRICS_VERSION}; "
+        f"protocol v{PROTOCOL_VERSION}"
     )
 
 
