@@ -251,9 +251,15 @@ def test_amazon_rejects_explicit_and_bad_fraction():
 # --- amazon_pairs ----------------------------------------------------------------------------
 
 
-def test_amazon_pairs_real_cloth_sport():
+def test_amazon_pairs_real_cloth_sport_original_test_file():
     ds = load_dataset(
-        {"loader": "amazon_pairs", "path": "amazon-pairs", "pair": "cloth_sport"}, SHARED_DATA
+        {
+            "loader": "amazon_pairs",
+            "path": "amazon-pairs",
+            "pair": "cloth_sport",
+            "test_file": "test_original",
+        },
+        SHARED_DATA,
     )
     assert ds.domain_names == ["cloth", "sport"]
     assert ds.n_users == 9928
@@ -270,11 +276,32 @@ def test_amazon_pairs_real_cloth_sport():
         assert domain.n_items == len(np.union1d(np.unique(domain.items), test.items))
         assert domain.n_items > train_items
     assert ds.source["test_pairs_dropped_from_train"] == {"cloth": 0, "sport": 0}
+    assert ds.source["fixed_test"] == "test_original.txt"
+    # the data README: 24.1% / 16.1% of the test items are cold
+    assert ds.source["cold_test_cases"] == {"cloth": 2388, "sport": 1602}  # = 9928 - len(test.txt)
+
+
+def test_amazon_pairs_real_cloth_sport_default_is_disencdr_test_file():
+    ds = load_dataset(
+        {"loader": "amazon_pairs", "path": "amazon-pairs", "pair": "cloth_sport"}, SHARED_DATA
+    )
+    assert ds.source["fixed_test"] == "test.txt"
+    assert ds.source["cold_test_cases"] == {"cloth": 0, "sport": 0}
+    for name, n_test in (("cloth", 7540), ("sport", 8326)):
+        domain = ds.domains[name]
+        assert len(domain.fixed_test.users) == n_test
+        assert domain.n_items == len(np.unique(domain.items))  # no test-only item
 
 
 def test_amazon_pairs_fixture_drops_test_pair_from_train():
     ds = load_dataset(
-        {"loader": "amazon_pairs", "path": "amazon_pairs", "pair": "alpha_beta"}, FIXTURES
+        {
+            "loader": "amazon_pairs",
+            "path": "amazon_pairs",
+            "pair": "alpha_beta",
+            "test_file": "test_original",
+        },
+        FIXTURES,
     )
     assert ds.source["test_pairs_dropped_from_train"] == {"alpha": 1, "beta": 0}
     assert rows(ds, "alpha") == {("0", "10"), ("0", "11"), ("1", "12"), ("2", "10")}
@@ -284,6 +311,19 @@ def test_amazon_pairs_fixture_drops_test_pair_from_train():
     test = dict(zip(ds.user_ids[held.users], alpha.item_ids[held.items], strict=True))
     assert test == {"0": "12", "1": "11", "2": "13"}
     assert alpha.n_interactions == 4 + 3
+    assert ds.source["cold_test_cases"] == {"alpha": 1, "beta": 1}
+
+
+def test_amazon_pairs_fixture_default_test_file_has_no_cold_item():
+    ds = load_dataset(
+        {"loader": "amazon_pairs", "path": "amazon_pairs", "pair": "alpha_beta"}, FIXTURES
+    )
+    alpha = ds.domains["alpha"]
+    held = alpha.fixed_test
+    test = dict(zip(ds.user_ids[held.users], alpha.item_ids[held.items], strict=True))
+    assert test == {"0": "12", "1": "11"}  # user 2's cold item 13 is not evaluated
+    assert alpha.item_ids.tolist() == ["10", "11", "12"]
+    assert ds.source["cold_test_cases"] == {"alpha": 0, "beta": 0}
 
 
 def test_amazon_pairs_missing_folder_and_bad_pair(tmp_path):
@@ -386,7 +426,13 @@ def test_statistics_and_histogram_on_fixture():
 
 def test_statistics_count_fixed_test_items():
     ds = load_dataset(
-        {"loader": "amazon_pairs", "path": "amazon_pairs", "pair": "alpha_beta"}, FIXTURES
+        {
+            "loader": "amazon_pairs",
+            "path": "amazon_pairs",
+            "pair": "alpha_beta",
+            "test_file": "test_original",
+        },
+        FIXTURES,
     )
     alpha = dataset_statistics(ds).row(0, named=True)
     assert (alpha["users"], alpha["interactions"]) == (3, 7)

@@ -2,9 +2,12 @@
 
 Pair ``X_Y`` keeps domain X in folder ``X_Y/`` and domain Y in ``Y_X/``; user ids are shared
 within the pair, item ids are per domain. ``train.txt`` rows become the training interactions;
-``test_original.txt`` (one item per user, leave-one-out) becomes ``DomainData.fixed_test`` so
-every method is scored on the release's own split. ``test.txt`` (a subset) is not used. The
-files carry no time, so timestamps are None. A test pair that also occurs in train is removed
+the evaluation file becomes ``DomainData.fixed_test`` so every method is scored on the
+release's own split. ``test_file`` chooses it: ``"test"`` (default) is ``test.txt``, the file
+DisenCDR evaluates on: ``test_original.txt`` without the test items that never occur in training
+(cold items every model scores near zero); ``"test_original"`` keeps one item per user, cold
+ones included (their count is recorded in ``source`` as ``cold_test_cases``). The files carry
+no time, so timestamps are None. A test pair that also occurs in train is removed
 from train (it would leak the answer); the count is recorded in ``source``.
 """
 
@@ -27,12 +30,12 @@ from harness.data.loaders._common import (
 
 __all__ = ["AmazonPairsConfig", "load_amazon_pairs"]
 
-FILES = ("train.txt", "test_original.txt")
+TEST_FILES = {"test": "test.txt", "test_original": "test_original.txt"}
 
 HINT = (
     "the Amazon pairs come from the DisenCDR release (Cao et al., SIGIR 2022, "
     "github.com/cjx96/DisenCDR, its dataset folder); pair {pair} needs folders {x}_{y}/ and "
-    "{y}_{x}/ each with train.txt and test_original.txt ('user<TAB>item<TAB>1', no header)"
+    "{y}_{x}/ each with train.txt and {test} ('user<TAB>item<TAB>1', no header)"
 )
 
 
@@ -42,6 +45,7 @@ class AmazonPairsConfig(LoaderConfig):
     loader: Literal["amazon_pairs"] = "amazon_pairs"
     path: str
     pair: str
+    test_file: Literal["test", "test_original"] = "test"
 
     @field_validator("pair")
     @classmethod
@@ -71,8 +75,16 @@ class AmazonPairsConfig(LoaderConfig):
     def required_files(self, base_dir: Path) -> list[tuple[Path, str]]:
         root = resolve_path(self.path, base_dir)
         x, y = self.pair_domains()
-        hint = HINT.format(pair=self.pair, x=x, y=y)
-        return [(root / self.folder(d) / f, hint) for d in self.chosen_domains() for f in FILES]
+        hint = HINT.format(pair=self.pair, x=x, y=y, test=self.test_name)
+        return [
+            (root / self.folder(d) / f, hint)
+            for d in self.chosen_domains()
+            for f in ("train.txt", self.test_name)
+        ]
+
+    @property
+    def test_name(self) -> str:
+        return TEST_FILES[self.test_file]
 
 
 def _read(path: Path) -> pl.DataFrame:
@@ -89,11 +101,13 @@ def load_amazon_pairs(config: AmazonPairsConfig, base_dir: Path) -> Dataset:
     domains = config.chosen_domains()
     frames = []
     overlaps: dict[str, int] = {}
+    cold: dict[str, int] = {}
     files = []
     for domain in domains:
         folder = root / config.folder(domain)
         train = _read(folder / "train.txt").unique(maintain_order=True)
-        test = _read(folder / "test_original.txt")
+        test = _read(folder / config.test_name)
+        cold[domain] = test.join(train, on="item", how="anti").height
         clash = train.join(test, on=["user", "item"], how="semi")
         overlaps[domain] = clash.height
         train = train.join(test, on=["user", "item"], how="anti")
@@ -105,14 +119,15 @@ def load_amazon_pairs(config: AmazonPairsConfig, base_dir: Path) -> Dataset:
                 ]
             ).with_columns(domain=pl.lit(domain))
         )
-        files += [file_record(folder / name, root) for name in FILES]
+        files += [file_record(folder / name, root) for name in ("train.txt", config.test_name)]
     source = {
         "loader": "amazon_pairs",
         "pair": config.pair,
         "files": files,
         "domains": domains,
-        "fixed_test": "test_original.txt",
+        "fixed_test": config.test_name,
         "test_pairs_dropped_from_train": overlaps,
+        "cold_test_cases": cold,
         "implicit": True,
     }
     return build_dataset(
