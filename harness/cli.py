@@ -113,6 +113,7 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
         "seed",
         pl.col("cell_id").str.slice(0, 8).alias("cell"),
         "status",
+        "origin",
         pl.col("seconds").alias("s"),
         pl.col("estimate_s").alias("est. s"),
     )
@@ -164,11 +165,27 @@ def run(
         int | None,
         typer.Option(min=1, help="torch threads per worker (default: cores / workers)"),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: run only the I-th of N deterministic slices of the plan and export "
+            "their bundles (shared-nothing runs; merge with `harness import`)"
+        ),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="after the run, write a bundle of every finished cell this run was given "
+            "into this folder (default with --shard: <out>/bundles)"
+        ),
+    ] = None,
 ) -> None:
     """Run every pending cell of a spec, store per-user results, write the report."""
     from harness.runner.executor import InProcessExecutor
     from harness.runner.pool import PoolExecutor
+    from harness.runner.publish import export_cells, method_labels, parse_shard
     from harness.runner.runner import output_dir, run_spec
+    from harness.store.store import Store
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`timeout` stop it like Ctrl-C
     signal.signal(signal.SIGUSR1, _drain)  # `kill -USR1`: finish running cells, start none
@@ -177,6 +194,7 @@ def run(
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
     loaded = _load(spec)
     target = output_dir(loaded, out_dir)
+    slice_ = parse_shard(shard) if shard else None
     summary = run_spec(
         loaded,
         target,
@@ -187,7 +205,19 @@ def run(
         only_methods=only,
         only_seeds=seed,
         executor=PoolExecutor(workers, threads) if workers > 1 else InProcessExecutor(),
+        shard=slice_,
     )
+    destination = export or (target / "bundles" if slice_ else None)
+    if destination is not None:
+        with Store(summary.store_path, read_only=True) as store:
+            paths = export_cells(
+                store,
+                summary.selected,
+                destination,
+                loaded.spec.experiment.name,
+                method_labels(loaded),
+            )
+        err.print(f"exported {len(paths)} bundle(s) to {destination}", highlight=False)
     err.print(
         f"[bold]done[/] {summary.done} ran, {summary.skipped} reused, "
         f"{summary.failed} failed; store {summary.store_path}"
@@ -198,6 +228,170 @@ def run(
         for line in summary.failures:
             err.print(f"[red]failed[/] {line}", highlight=False)
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def export(
+    spec: SpecArg,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="bundle folder (default: leaderboard/<experiment name>)"),
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="results folder holding the store (default as for run)")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="export only this method (repeatable)")
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="delete bundles in the folder that are not finished cells of the plan"),
+    ] = False,
+) -> None:
+    """Write one result bundle (Parquet, named by cell id) per finished cell of the spec."""
+    from harness.runner.cells import plan_cells
+    from harness.runner.prepare import prepare
+    from harness.runner.publish import export_cells, method_labels, write_index
+    from harness.runner.runner import output_dir
+    from harness.store.store import Store
+
+    loaded = _load(spec)
+    store_path = output_dir(loaded, results) / "results.duckdb"
+    _check_methods(loaded, only)
+    destination = out_dir or Path("leaderboard") / loaded.spec.experiment.name
+    with Store(store_path, read_only=True) as store:
+        prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
+        tasks = [t for t in plan_cells(loaded, prepared, "cpu") if not only or t.method in only]
+        paths = export_cells(
+            store, tasks, destination, loaded.spec.experiment.name, method_labels(loaded)
+        )
+    if prune:
+        keep = {p.name for p in paths} if not only else None
+        removed = [
+            p for p in destination.glob("*.parquet") if keep is not None and p.name not in keep
+        ]
+        for path in removed:
+            path.unlink()
+        err.print(f"pruned {len(removed)} bundle(s) not in the plan", highlight=False)
+    index = write_index(
+        destination,
+        f"Result bundles of {spec.as_posix()} ({loaded.spec.experiment.name})",
+        [
+            f"harness import {destination.as_posix()} --spec {spec.as_posix()}",
+            f"harness report {spec.as_posix()}",
+            f"harness verify {spec.as_posix()} --sample 1",
+        ],
+    )
+    err.print(f"exported {len(paths)} bundle(s) to {destination}; index {index}", highlight=False)
+
+
+@app.command("import")
+@friendly
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="bundle files or folders of bundles")],
+    spec: Annotated[
+        Path | None, typer.Option(help="spec whose data the bundles must match (prepared first)")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="results.duckdb to import into (data already prepared)")
+    ] = None,
+    out_dir: OutOpt = None,
+) -> None:
+    """Import result bundles after checking each one (cell id, digest, data, code version)."""
+    from harness.runner.publish import bundle_files, import_bundles
+    from harness.runner.runner import output_dir, prepare_store
+    from harness.store.store import Store
+
+    if (spec is None) == (store is None):
+        raise typer.BadParameter("give exactly one of --spec SPEC or --store FILE")
+    files = bundle_files(paths)
+    if spec is not None:
+        loaded = _load(spec)
+        store_path = output_dir(loaded, out_dir) / "results.duckdb"
+    else:
+        loaded, store_path = None, store
+        if not store_path.exists():
+            raise FileNotFoundError(f"no results store at {store_path}")
+    with Store(store_path, wait_s=120.0) as db:
+        prepared = prepare_store(loaded, db)[0] if loaded is not None else None
+        result = import_bundles(db, files, prepared)
+    for _path, reason in result.rejected:
+        err.print(f"[red]rejected[/] {reason}", highlight=False)
+    err.print(f"{len(files)} bundle(s): {result.summary()}; store {store_path}", highlight=False)
+    if result.rejected:
+        raise typer.Exit(3)
+
+
+@app.command()
+@friendly
+def verify(
+    spec: SpecArg,
+    cell: Annotated[
+        list[str] | None, typer.Option(help="cell id or unique prefix (repeatable)")
+    ] = None,
+    sample: Annotated[int, typer.Option(min=0, help="also verify N random finished cells")] = 0,
+    sample_seed: Annotated[int, typer.Option(help="seed of the random draw")] = 0,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="largest |difference| of a domain's mean HR/NDCG/MRR allowed when the stored "
+            "rows come from another device kind (same kind: exact)"
+        ),
+    ] = 0.01,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    out_dir: OutOpt = None,
+) -> None:
+    """Retrain stored (e.g. published) cells and compare their per-user rows."""
+    from harness.runner.publish import sample_cells, verify_cell
+    from harness.runner.runner import output_dir, prepare_store
+    from harness.runner.work import resolve_device
+    from harness.store.store import Store
+
+    loaded = _load(spec)
+    store_path = output_dir(loaded, out_dir) / "results.duckdb"
+    if not store_path.exists():
+        raise FileNotFoundError(
+            f"no results store at {store_path}; import the bundles first (harness import)"
+        )
+    target = str(resolve_device(device or loaded.spec.experiment.device))
+    outcomes = []
+    with Store(store_path, wait_s=120.0) as db:
+        tasks = prepare_store(loaded, db, target)[1]
+        done_ids = {c for c, s in db.cell_status([t.cell_id for t in tasks]).items() if s == "done"}
+        done = [t for t in tasks if t.cell_id in done_ids]
+        chosen = []
+        for prefix in cell or []:
+            match = {t.cell_id: t for t in done if t.cell_id.startswith(prefix)}
+            if len(match) != 1:
+                raise typer.BadParameter(
+                    f"{prefix!r} matches {len(match)} finished cells of the plan; give a "
+                    f"longer prefix (harness plan lists them)",
+                    param_hint="--cell",
+                )
+            chosen.extend(match.values())
+        chosen += [t for t in sample_cells(done, sample, sample_seed) if t not in chosen]
+        if not chosen:
+            raise typer.BadParameter("name cells with --cell ID or draw some with --sample N")
+        for task in chosen:
+            err.print(f"retraining {task.dataset}/{task.method}/seed {task.seed} ...")
+            outcome = verify_cell(db, task, tolerance)
+            outcomes.append(outcome)
+            out.print(outcome.line(), highlight=False)
+            if outcome.error:
+                err.print(outcome.error.splitlines()[0], highlight=False)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _check_methods(loaded, only: list[str] | None) -> None:
+    from harness.spec.load import SpecError, SpecIssue
+
+    unknown = sorted(set(only or ()) - set(loaded.spec.methods))
+    if unknown:
+        raise SpecError(
+            [SpecIssue(str(loaded.path), ("methods",), f"--only names undeclared {unknown}")]
+        )
 
 
 @app.command()
@@ -219,7 +413,7 @@ def report(
     """(Re)write the HTML report, its statistics and table exports from the store."""
     import difflib
 
-    from harness.runner.runner import output_dir
+    from harness.runner.runner import output_dir, sync_published
     from reports.leaderboard import ReportOptions, build_report
 
     loaded = _load(spec, check_files=False)
@@ -241,6 +435,7 @@ def report(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     target = output_dir(loaded, out_dir)
+    sync_published(loaded, target / "results.duckdb", err)
     result = build_report(
         target / "results.duckdb",
         target / "report",

@@ -18,7 +18,15 @@ from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from methods.base import MethodParams
 from methods.registry import get_method
 
-__all__ = ["PROTOCOL_VERSION", "CellTask", "cell_id", "code_version", "plan_cells"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CellTask",
+    "cell_id",
+    "cell_identity",
+    "code_version",
+    "identity_hash",
+    "plan_cells",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class CellTask:
     validation_k: int
     full_ranking: bool
     device: str
+    protocol_fingerprint: str = ""
 
 
 PROTOCOL_VERSION = "1"  # the split and candidate rules; bump when either changes its output
@@ -53,6 +62,34 @@ def code_version(kind: str) -> str:
     )
 
 
+def cell_identity(
+    prepared: PreparedData,
+    protocol_fp: str,
+    kind: str,
+    params: MethodParams,
+    seed: int,
+    domains: list[str],
+    code: str | None = None,
+) -> dict:
+    """The content a cell id hashes; ``code`` defaults to the current :func:`code_version`.
+    Bundles carry this dict so an importer can recompute the id from the bundle alone."""
+    return {
+        "dataset": prepared.fingerprint,
+        "protocol": protocol_fp,
+        "candidates": prepared.candidate_hash,
+        "kind": kind,
+        "params": params.model_dump(mode="json"),
+        "seed": seed,
+        "domains": domains,
+        "code": code if code is not None else code_version(kind),
+    }
+
+
+def identity_hash(identity: dict) -> str:
+    """A cell id from its identity dict (see :func:`cell_identity`)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def cell_id(
     prepared: PreparedData,
     protocol_fp: str,
@@ -61,17 +98,7 @@ def cell_id(
     seed: int,
     domains: list[str],
 ) -> str:
-    payload = {
-        "dataset": prepared.fingerprint,
-        "protocol": protocol_fp,
-        "candidates": prepared.candidate_hash,
-        "kind": kind,
-        "params": params.model_dump(mode="json"),
-        "seed": seed,
-        "domains": domains,
-        "code": code_version(kind),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    return identity_hash(cell_identity(prepared, protocol_fp, kind, params, seed, domains))
 
 
 def plan_cells(
@@ -118,6 +145,7 @@ def plan_cells(
                         validation_k=protocol.validation_k,
                         full_ranking=protocol.full_ranking,
                         device=device,
+                        protocol_fingerprint=protocol.fingerprint(),
                     )
                 )
     return tasks

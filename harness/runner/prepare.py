@@ -18,7 +18,6 @@ from harness.data.loaders import get_loader
 from harness.protocol.candidates import CandidateSet, build_candidates
 from harness.protocol.split import Split, leave_one_out
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
-from harness.spec.schema import ProtocolSpec
 from harness.store.store import Store
 
 __all__ = ["PreparedData", "candidate_set_id", "load_dataset", "prepare"]
@@ -40,8 +39,8 @@ class PreparedData:
         return np.sum(list(self.train_counts.values()), axis=0)
 
 
-def candidate_set_id(fingerprint: str, protocol: ProtocolSpec) -> str:
-    payload = f"{fingerprint}:{protocol.fingerprint()}".encode()
+def candidate_set_id(fingerprint: str, protocol_fingerprint: str) -> str:
+    payload = f"{fingerprint}:{protocol_fingerprint}".encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -74,7 +73,7 @@ def prepare(loaded: LoadedSpec, name: str, store: Store | None) -> PreparedData:
     dataset = load_dataset(loaded, name)
     fingerprint = dataset.fingerprint()
     split = leave_one_out(dataset, protocol.split_seed)
-    set_id = candidate_set_id(fingerprint, protocol)
+    set_id = candidate_set_id(fingerprint, protocol.fingerprint())
     counts = {
         d: np.bincount(split.domains[d].train_users, minlength=dataset.n_users)
         for d in dataset.domain_names

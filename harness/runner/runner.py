@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 from rich.console import Console
@@ -32,6 +33,7 @@ from harness.provenance import run_info
 from harness.runner.cells import CellTask, code_version, plan_cells
 from harness.runner.executor import DRAIN, Executor, InProcessExecutor
 from harness.runner.prepare import PreparedData, prepare
+from harness.runner.publish import bundle_files, import_bundles, shard_tasks
 from harness.runner.work import CellResult, resolve_device
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from harness.store.store import Store
@@ -55,6 +57,8 @@ class RunSummary:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     report_path: Path | None = None
+    selected: list[CellTask] = field(default_factory=list)  # the cells this run was given
+    imported: int = 0  # cells imported from the spec's results folders
 
 
 def output_dir(loaded: LoadedSpec, override: str | Path | None = None) -> Path:
@@ -90,7 +94,11 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
     """The cell matrix with each cell's stored status and compute seconds (without writing
     anything). A pending cell gets ``estimate_s``: the median seconds (training + inference)
     of finished cells with the same dataset, kind, device type and parameters (other seeds),
-    else of the same dataset, kind and device type (``estimate_from`` says which)."""
+    else of the same dataset, kind and device type (``estimate_from`` says which).
+
+    ``origin`` says where a finished cell came from (``run`` or ``bundle``); a cell that is not
+    stored shows ``in bundle`` when one of the spec's results folders holds it (the next run
+    imports it) and ``stale`` when only a result of an older code version is stored."""
     store = Store(store_path, read_only=True) if store_path.exists() else None
     try:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
@@ -98,9 +106,14 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         tasks = plan_cells(loaded, prepared, target)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
         costs = store.cell_costs() if store else []
+        origins, stale = _origins_and_stale(store) if store else ({}, set())
     finally:
         if store:
             store.close()
+    published = {
+        path.stem
+        for path in bundle_files(loaded.base_dir / f for f in loaded.spec.experiment.results)
+    }
     seconds = {cell: spent for cell, *_rest, spent in costs}
     exact: dict[tuple[str, str, str, str], list[float]] = {}
     by_kind: dict[tuple[str, str, str], list[float]] = {}
@@ -110,13 +123,21 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         by_kind.setdefault((fingerprint, kind, device_type), []).append(spent)
     estimates: list[float | None] = []
     sources: list[str | None] = []
+    shown: list[str] = []
     for t in tasks:
-        if status.get(t.cell_id) == "done":
+        params = _canonical(json.dumps(t.params.model_dump(mode="json")))
+        state = status.get(t.cell_id, "pending")
+        if state == "pending" and t.cell_id in published:
+            state = "in bundle"
+        elif state == "pending" and (t.prepared.fingerprint, t.kind, params, t.seed) in stale:
+            state = "stale"
+        shown.append(state)
+        if state == "done":
             estimates.append(None)
             sources.append(None)
             continue
         key = (t.prepared.fingerprint, t.kind, t.device.split(":")[0])
-        same = exact.get((*key, _canonical(json.dumps(t.params.model_dump(mode="json")))))
+        same = exact.get((*key, params))
         pool, source = (same, "same params") if same else (by_kind.get(key), "same kind")
         estimates.append(statistics.median(pool) if pool else None)
         sources.append(source if pool else None)
@@ -127,13 +148,30 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
             "kind": [t.kind for t in tasks],
             "seed": [t.seed for t in tasks],
             "cell_id": [t.cell_id for t in tasks],
-            "status": [status.get(t.cell_id, "pending") for t in tasks],
+            "status": shown,
+            "origin": [origins.get(t.cell_id) for t in tasks],
             "seconds": [seconds.get(t.cell_id) for t in tasks],
             "estimate_s": estimates,
             "estimate_from": sources,
         },
-        schema_overrides={"seconds": pl.Float64, "estimate_s": pl.Float64},
+        schema_overrides={"seconds": pl.Float64, "estimate_s": pl.Float64, "origin": pl.String},
     )
+
+
+def _origins_and_stale(store: Store) -> tuple[dict[str, str], set[tuple]]:
+    """Stored cells' origins, and the (dataset, kind, params, seed) of stale (older code
+    version) cells; stores older than bundles have neither column nor stale cells."""
+    try:
+        rows = store.con.execute(
+            "SELECT cell_id, coalesce(origin, 'run'), status, dataset_fingerprint, kind, "
+            "params, seed FROM cells"
+        ).fetchall()
+    except duckdb.Error:
+        return {}, set()
+    origins = {row[0]: row[1] for row in rows}
+    stale = {(fp, kind, _canonical(params), seed) for _c, _o, st, fp, kind, params, seed in rows
+             if st == "stale"}  # fmt: skip
+    return origins, stale
 
 
 def _canonical(params_json: str) -> str:
@@ -150,9 +188,12 @@ def run_spec(
     make_report: bool = True,
     only_methods: list[str] | None = None,
     only_seeds: list[int] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> RunSummary:
     """Run the spec's pending cells; ``only_methods`` / ``only_seeds`` restrict this run to
-    some methods / seeds (the plan and the report still cover the whole matrix)."""
+    some methods / seeds, ``shard`` (I, N) to the I-th of N deterministic slices of the plan
+    (the plan and the report still cover the whole matrix). Bundles in the spec's
+    ``experiment.results`` folders are imported first, so the cells they hold are reused."""
     console = console or Console(stderr=True)
     executor = executor or InProcessExecutor()
     device_name = device or loaded.spec.experiment.device
@@ -183,6 +224,7 @@ def run_spec(
                 f"{data.candidate_set_id} (content {data.candidate_hash}), "
                 f"{data.dataset.n_users} users, domains {data.dataset.domain_names}"
             )
+        imported = _import_results(loaded, store, prepared, console)
         tasks = plan_cells(loaded, prepared, str(torch_device))
         store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, tasks))
         status = store.cell_status([t.cell_id for t in tasks])
@@ -190,9 +232,12 @@ def run_spec(
         seen: set[str] = set()
         pending = []
         wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
-        for t in tasks:  # identical cells (same kind, params, seed) run once
-            if t.method not in wanted or (only_seeds and t.seed not in only_seeds):
-                continue
+        selected = [
+            t
+            for t in (shard_tasks(tasks, *shard) if shard else tasks)
+            if t.method in wanted and (not only_seeds or t.seed in only_seeds)
+        ]
+        for t in selected:  # identical cells (same kind, params, seed) run once
             if status.get(t.cell_id) not in finished and t.cell_id not in seen:
                 pending.append(t)
                 seen.add(t.cell_id)
@@ -201,6 +246,8 @@ def run_spec(
             store_path,
             planned=len(tasks),
             skipped=sum(1 for t in tasks if status.get(t.cell_id) in finished),
+            selected=selected,
+            imported=imported,
         )
         store.con.execute(
             "UPDATE runs SET cells_planned = ? WHERE run_id = ?", [len(tasks), run_id]
@@ -235,6 +282,41 @@ def run_spec(
                 highlight=False,
             )
     return summary
+
+
+def prepare_store(
+    loaded: LoadedSpec, store: Store, device: str = "cpu"
+) -> tuple[dict[str, PreparedData], list[CellTask]]:
+    """Prepare every dataset into ``store`` and record the spec's plan, as a run does first:
+    what importing bundles, verifying cells or reporting on a fresh store needs."""
+    prepared = {name: prepare(loaded, name, store) for name in loaded.spec.datasets}
+    tasks = plan_cells(loaded, prepared, device)
+    store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, tasks))
+    return prepared, tasks
+
+
+def sync_published(loaded: LoadedSpec, store_path: Path, console: Console) -> int:
+    """Import the spec's published results folders into its store (created if absent), so
+    `harness report` on a fresh clone renders the committed leaderboard."""
+    if not loaded.spec.experiment.results:
+        return 0
+    with Store(store_path, wait_s=STORE_WAIT_S) as store:
+        prepared, _tasks = prepare_store(loaded, store)
+        return _import_results(loaded, store, prepared, console)
+
+
+def _import_results(
+    loaded: LoadedSpec, store: Store, prepared: dict[str, PreparedData], console: Console
+) -> int:
+    """Import the bundles of the spec's ``experiment.results`` folders (idempotent)."""
+    folders = [loaded.base_dir / folder for folder in loaded.spec.experiment.results]
+    if not folders:
+        return 0
+    report = import_bundles(store, bundle_files(folders), prepared)
+    console.print(f"[bold]bundles[/] {', '.join(map(str, folders))}: {report.summary()}")
+    for _path, reason in report.rejected:
+        console.print(f"[yellow]rejected[/] {reason}", highlight=False)
+    return len(report.imported)
 
 
 def _check_restrictions(

@@ -101,6 +101,14 @@ def load_spec(path: str | Path, check_files: bool = True) -> LoadedSpec:
     method_params = _validate_methods(spec, add)
     loader_configs = _validate_datasets(spec, path.parent, add, check_files)
     _cross_check(spec, loader_configs, add)
+    if check_files:
+        for index, folder in enumerate(spec.experiment.results):
+            if not (path.parent / folder).is_dir():
+                add(
+                    ("experiment", "results", index),
+                    f"results folder {folder!r} not found (looked at "
+                    f"{(path.parent / folder).resolve()}); paths resolve against the spec's folder",
+                )
     if issues:
         raise SpecError(issues)
     return LoadedSpec(path, spec, method_params, loader_configs, text)

@@ -33,6 +33,11 @@ class ExperimentSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output: str | None = Field(None, description="output folder (relative to the spec file)")
     reference_method: str | None = Field(None, description="method the report compares against")
+    results: list[str] = Field(
+        default_factory=list,
+        description="folders of published result bundles (relative to the spec file) that "
+        "`harness run` imports first, so matching cells are reused instead of retrained",
+    )
 
     @field_validator("name")
     @classmethod

@@ -97,6 +97,28 @@ CREATE TABLE IF NOT EXISTS cells (
     notes VARCHAR                           -- JSON
 );
 
+-- Where a cell's rows came from: NULL or 'run' (trained here), 'bundle' (imported, see
+-- harness import); the bundle file it came from. Added after the first release: older stores
+-- gain the columns on open.
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS origin VARCHAR;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS bundle VARCHAR;
+
+-- `harness verify`: a stored cell retrained and its per-user rows compared.
+CREATE TABLE IF NOT EXISTS verifications (
+    cell_id VARCHAR,
+    verified_at TIMESTAMP,
+    device VARCHAR,                         -- where the retraining ran
+    stored_device VARCHAR,                  -- where the stored rows were computed
+    rule VARCHAR,                           -- exact | tolerance (a different device kind)
+    n_rows INTEGER,
+    n_rows_differ INTEGER,                  -- rows whose metrics, rank or ties differ at all
+    max_abs_diff DOUBLE,                    -- largest |difference| of hr / ndcg / mrr / rank
+    max_mean_ndcg_diff DOUBLE,              -- largest |difference| of a domain's mean NDCG
+    ok BOOLEAN,
+    train_s DOUBLE,
+    infer_s DOUBLE
+);
+
 -- Which cells make up each experiment's current plan (replaced on every run of that spec).
 CREATE TABLE IF NOT EXISTS plan_cells (
     experiment VARCHAR,

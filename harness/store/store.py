@@ -351,10 +351,24 @@ class Store:
         metrics: pl.DataFrame | None,
         curves: pl.DataFrame | None,
         user_values: pl.DataFrame | None = None,
+        run: dict[str, Any] | None = None,
     ) -> None:
-        """Replace everything stored for ``cell['cell_id']`` in one transaction."""
+        """Replace everything stored for ``cell['cell_id']`` in one transaction; ``run`` (an
+        imported cell's run provenance) is added to ``runs`` unless that run is known."""
         cell_id = cell["cell_id"]
         with self.transaction():
+            if (
+                run is not None
+                and not self.con.execute(
+                    "SELECT 1 FROM runs WHERE run_id = ?", [run["run_id"]]
+                ).fetchall()
+            ):
+                columns = list(run)
+                marks = ", ".join("?" for _ in columns)
+                self.con.execute(
+                    f"INSERT INTO runs ({', '.join(columns)}) VALUES ({marks})",
+                    list(run.values()),
+                )
             for table in ("user_metrics", "curves", "user_values", "cells"):
                 self.con.execute(f"DELETE FROM {table} WHERE cell_id = ?", [cell_id])
             columns = list(cell)
@@ -385,6 +399,32 @@ class Store:
                     [cell_id],
                 )
                 self.con.unregister("values_df")
+
+    def cell_content(
+        self, cell_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """A stored cell's row, its run's row (or None) and its metric, curve and value rows,
+        each in a fixed order: what a bundle is made of."""
+        cell = self.query("SELECT * FROM cells WHERE cell_id = ?", [cell_id]).to_dicts()
+        if not cell:
+            raise KeyError(cell_id)
+        run = self.query("SELECT * FROM runs WHERE run_id = ?", [cell[0]["run_id"]]).to_dicts()
+        metrics = self.query(
+            "SELECT * EXCLUDE (cell_id) FROM user_metrics WHERE cell_id = ? "
+            "ORDER BY ranking, domain, user_idx, k",
+            [cell_id],
+        )
+        curves = self.query(
+            "SELECT * EXCLUDE (cell_id) FROM curves WHERE cell_id = ? "
+            "ORDER BY stage, domain, name, epoch",
+            [cell_id],
+        )
+        values = self.query(
+            "SELECT * EXCLUDE (cell_id) FROM user_values WHERE cell_id = ? "
+            "ORDER BY stage, domain, name, user_idx",
+            [cell_id],
+        )
+        return cell[0], (run[0] if run else None), metrics, curves, values
 
     # -- helpers ------------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
