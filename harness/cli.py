@@ -209,7 +209,7 @@ def run(
     )
     destination = export or (target / "bundles" if slice_ else None)
     if destination is not None:
-        with Store(summary.store_path, read_only=True) as store:
+        with Store(summary.store_path, read_only=True, wait_s=120.0) as store:
             paths = export_cells(
                 store,
                 summary.selected,
@@ -260,7 +260,7 @@ def export(
     store_path = output_dir(loaded, results) / "results.duckdb"
     _check_methods(loaded, only)
     destination = out_dir or Path("leaderboard") / loaded.spec.experiment.name
-    with Store(store_path, read_only=True) as store:
+    with Store(store_path, read_only=True, wait_s=120.0) as store:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
         tasks = [t for t in plan_cells(loaded, prepared, "cpu") if not only or t.method in only]
         paths = export_cells(
