@@ -207,7 +207,9 @@ def run(
         try:
             import_ray()
         except RayMissing as exc:
-            err.print(f"[red]error[/] {exc}", highlight=False)
+            from rich.markup import escape
+
+            err.print(f"[red]error[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
     loaded = _load(spec)
     target = output_dir(loaded, out_dir)

@@ -1,0 +1,297 @@
+"""The Ray executor on a real two-node Ray cluster on this machine (no mocks).
+
+The cluster is two ``ray start --block`` processes (a head and a second node with its own
+raylet, as a second machine would have), one CPU each; the fixture stops exactly those two
+processes (SIGTERM to ``ray start --block`` stops the Ray processes it started), never other
+Ray instances on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
+
+from harness.runner.ray_executor import RayExecutor  # noqa: E402
+from harness.runner.runner import run_spec  # noqa: E402
+from harness.spec.load import load_spec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_BIN = Path(sys.executable).parent / "ray"
+ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",  # a private test cluster on 127.0.0.1, no token files
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+USER_ROWS = "SELECT method, seed, domain, user_idx, k, hr, ndcg, mrr, rank, ties FROM per_user"
+DUPLICATES = (
+    "SELECT count(*) FROM (SELECT cell_id, ranking, domain, user_idx, k "
+    "FROM user_metrics GROUP BY ALL HAVING count(*) > 1)"
+)
+
+TINY = """
+[experiment]
+name = "tiny"
+seeds = {seeds}
+
+[datasets.syn]
+loader = "synthetic"
+preset = "quickstart"
+n_users = 300
+n_items = [400, 200, 250]
+n_interactions = [4000, 2000, 1800]
+
+[protocol]
+negatives = 99
+ks = [10, 20]
+full_ranking = true
+
+[methods.bprmf]
+kind = "bprmf"
+[methods.bprmf.params]
+embedding_size = 16
+batch_size = 256
+learning_rate = 0.01
+max_epochs = {epochs}
+patience = {epochs}
+
+[methods.pop]
+kind = "popularity"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _query(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _spec(tmp_path: Path, seeds=(0, 1), epochs: int = 4) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(seeds=list(seeds), epochs=epochs))
+    return path
+
+
+def _start_node(args: list[str], log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [str(RAY_BIN), "start", "--block", "--num-cpus", "1", "--disable-usage-stats", *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 90
+    while "Ray runtime started" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"ray start failed:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Address of a running two-node Ray cluster (head + one worker node, 1 CPU each)."""
+    logs = tmp_path_factory.mktemp("ray_logs")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # in-process drivers join without a token
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    temp_dir = f"/tmp/ray_t{port}"  # short: Ray's unix socket paths must stay below 108 bytes
+    nodes = []
+    try:
+        nodes.append(
+            _start_node(
+                [
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--include-dashboard=false",
+                    "--dashboard-agent-listen-port",
+                    str(_free_port()),
+                    "--temp-dir",
+                    temp_dir,
+                ],
+                logs / "head.log",
+            )
+        )
+        nodes.append(
+            _start_node(
+                [
+                    "--address",
+                    address,
+                    "--dashboard-agent-listen-port",
+                    str(_free_port()),
+                ],
+                logs / "worker.log",
+            )
+        )
+        yield address
+    finally:
+        for proc in reversed(nodes):  # only the processes this fixture started
+            proc.send_signal(signal.SIGTERM)
+        for proc in reversed(nodes):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        subprocess.run(["rm", "-rf", temp_dir], check=False)
+
+
+def _harness(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "harness.cli", "run", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO, **kwargs)
+
+
+@pytest.mark.slow
+def test_quickstart_matrix_on_two_nodes_equals_in_process(tmp_path, cluster):
+    """specs/quickstart.toml with 2 seeds and fewer epochs: cells on both nodes, same rows."""
+    text = (REPO / "specs" / "quickstart.toml").read_text()
+    text = text.replace("seeds = [0, 1, 2]", "seeds = [0, 1]").replace(
+        "max_epochs = 40", "max_epochs = 6"
+    )
+    spec = tmp_path / "quickstart.toml"
+    spec.write_text(text)
+    serial, distributed = tmp_path / "serial", tmp_path / "ray"
+    run_spec(load_spec(spec), serial, device="cpu", make_report=False)
+    started = time.monotonic()
+    result = _harness(
+        str(spec), "--out", str(distributed), "--device", "cpu", "--no-report",
+        "--executor", "ray", "--address", cluster, timeout=300,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    db = distributed / "results.duckdb"
+    assert _query(db, "SELECT count(*) FROM plan WHERE status = 'done'") == [(4,)]
+    nodes = _query(
+        db, "SELECT DISTINCT json_extract_string(notes, '$.node') FROM cells WHERE status = 'done'"
+    )
+    assert len(nodes) == 2 and all(n and len(n) > 20 for (n,) in nodes), nodes
+    assert _query(db, "SELECT DISTINCT json_extract_string(notes, '$.executor') FROM cells") == [
+        ("ray",)
+    ]
+    assert _query(db, "SELECT DISTINCT device FROM cells") == [("cpu",)]
+    order = " ORDER BY ALL"
+    expected = _query(serial / "results.duckdb", USER_ROWS + order)
+    assert expected and _query(db, USER_ROWS + order) == expected
+    full = "SELECT method, seed, domain, user_idx, k, ndcg, rank FROM per_user_full ORDER BY ALL"
+    assert _query(db, full) == _query(serial / "results.duckdb", full)
+    print(f"ray run of 4 quickstart cells: {elapsed:.1f}s wall (driver start included)")
+
+
+class _KillOnFirstEpoch(RayExecutor):
+    """Kills (SIGKILL) the Ray worker process training ``target`` at its first epoch event,
+    by the pid the task reported with its start event."""
+
+    def __init__(self, target: str, **kwargs):
+        super().__init__(**kwargs)
+        self.target, self.killed = target, []
+
+    def run(self, tasks, on_start, on_epoch):
+        def epoch(task, entry):
+            if task.method == self.target and not self.killed:
+                pid = self.placements[task.cell_id]["pid"]
+                assert pid != os.getpid()
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+            on_epoch(task, entry)
+
+        yield from super().run(tasks, on_start, epoch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_retries", [1, 0])
+def test_a_killed_worker_is_retried_then_recorded_as_failed(tmp_path, cluster, max_retries):
+    spec = _spec(tmp_path, seeds=(0,), epochs=60)
+    out = tmp_path / "out"
+    executor = _KillOnFirstEpoch("bprmf", address=cluster, max_retries=max_retries)
+    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False, executor=executor)
+    assert len(executor.killed) == 1
+    db = out / "results.duckdb"
+    rows = dict(_query(db, "SELECT c.kind, c.status FROM cells c JOIN plan p USING (cell_id)"))
+    assert rows["popularity"] == "done"  # the rest of the run went on
+    if max_retries:
+        assert (summary.done, summary.failed) == (2, 0)
+        assert rows["bprmf"] == "done"
+        attempt = _query(db, "SELECT notes::JSON->>'attempt' FROM cells WHERE kind = 'bprmf'")
+        assert attempt == [("1",)]
+        assert _query(db, DUPLICATES) == [(0,)]
+        cases = _query(db, "SELECT sum(n_test_cases) FROM candidate_sets")[0][0]
+        per_user = "SELECT count(*) FROM per_user WHERE method = 'bprmf'"
+        assert _query(db, per_user) == [(cases * 2,)]  # one row per test case and K
+    else:
+        assert (summary.done, summary.failed) == (1, 1)
+        error = _query(db, "SELECT error FROM cells WHERE kind = 'bprmf'")[0][0]
+        assert "Ray worker died" in error and "--max-retries 0" in error
+        assert _query(db, "SELECT count(*) FROM user_metrics u JOIN cells c USING (cell_id) "
+                      "WHERE c.kind = 'bprmf'") == [(0,)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_driver_kill_9_then_rerun_completes_without_retraining(tmp_path, cluster):
+    spec = _spec(tmp_path, seeds=(0, 1, 2, 3), epochs=10)
+    out = tmp_path / "out"
+    args = [
+        str(spec), "--out", str(out), "--device", "cpu", "--no-report",
+        "--executor", "ray", "--address", cluster,
+    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "harness.cli", "run", *args]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=REPO
+    )
+    committed = 0
+    for line in proc.stdout:
+        if line.startswith("cell done"):
+            committed += 1
+            if committed == 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    db = out / "results.duckdb"
+    before = dict(_query(db, "SELECT cell_id, run_id FROM cells WHERE status = 'done'"))
+    assert 2 <= len(before) < 8
+
+    result = _harness(*args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{len(before)} already done, {8 - len(before)} to run" in result.stderr
+    after = dict(_query(db, "SELECT cell_id, run_id FROM cells WHERE status = 'done'"))
+    assert len(after) == 8
+    assert {cell: after[cell] for cell in before} == before  # finished cells not retrained
+    assert _query(db, DUPLICATES) == [(0,)]
+    assert _query(db, "SELECT count(*) FROM runs WHERE status = 'finished'") == [(1,)]
+
+
+def test_without_ray_the_ray_executor_explains_and_exits_2(tmp_path):
+    spec = _spec(tmp_path)
+    blocked = (
+        "import sys; sys.modules['ray'] = None; from harness.cli import app; "
+        f"sys.argv = ['harness', 'run', {str(spec)!r}, '--executor', 'ray', '--no-report', "
+        f"'--out', {str(tmp_path / 'out')!r}]; app()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, env=ENV, cwd=REPO,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert 'pip install -e ".[ray]"' in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran
