@@ -30,6 +30,8 @@ import copy
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -172,7 +174,14 @@ class RayExecutor:
         options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if self.address == "local":  # a new private instance, never a running cluster
             options["include_dashboard"] = False
+        main = threading.current_thread() is threading.main_thread()
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         ray.init(address=self.address, **options)
+        # Ray's driver installs its own SIGTERM handling (an abort with a stack dump); keep the
+        # CLI's, which stops the run like Ctrl-C: the run is recorded as interrupted, exit 130.
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
         return True
 
     def _capacity(self, ray) -> int:
