@@ -281,6 +281,30 @@ def test_driver_kill_9_then_rerun_completes_without_retraining(tmp_path, cluster
     assert _query(db, "SELECT count(*) FROM runs WHERE status = 'finished'") == [(1,)]
 
 
+@pytest.mark.slow
+def test_drain_hands_out_no_new_chain_and_the_rest_stays_pending(tmp_path, cluster):
+    from harness.runner.executor import DRAIN
+
+    class DrainAtFirstStart(RayExecutor):
+        def run(self, tasks, on_start, on_epoch):
+            def start(task):
+                DRAIN.set()
+                on_start(task)
+
+            yield from super().run(tasks, start, on_epoch)
+
+    spec = _spec(tmp_path, seeds=(0, 1, 2), epochs=4)  # 6 chains, 2 can run at once
+    out = tmp_path / "out"
+    summary = run_spec(
+        load_spec(spec), out, device="cpu", make_report=False,
+        executor=DrainAtFirstStart(address=cluster),
+    )  # fmt: skip
+    db = out / "results.duckdb"
+    assert 1 <= summary.done <= 3 and summary.failed == 0
+    assert _query(db, "SELECT count(*) FROM plan WHERE status = 'pending'") == [(6 - summary.done,)]
+    assert _query(db, "SELECT status FROM runs") == [("drained",)]
+
+
 def test_without_ray_the_ray_executor_explains_and_exits_2(tmp_path):
     spec = _spec(tmp_path)
     blocked = (

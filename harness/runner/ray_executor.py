@@ -175,10 +175,12 @@ class RayExecutor:
         if self.address == "local":  # a new private instance, never a running cluster
             options["include_dashboard"] = False
         main = threading.current_thread() is threading.main_thread()
-        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+        saved = {s: signal.getsignal(s) for s in signals} if main else {}
         ray.init(address=self.address, **options)
         # Ray's driver installs its own SIGTERM handling (an abort with a stack dump); keep the
-        # CLI's, which stops the run like Ctrl-C: the run is recorded as interrupted, exit 130.
+        # CLI's, which stops the run like Ctrl-C: the run is recorded as interrupted, exit 130
+        # (and its SIGUSR1 drain).
         for signum, handler in saved.items():
             if handler is not None:
                 signal.signal(signum, handler)
