@@ -105,6 +105,7 @@ def _chain(prepared, cells: list[tuple[int, CellTask]], events, settings: dict[s
     import ray
     import torch
 
+    entered = time.time()  # for the overhead figures (submission -> start, yield -> driver)
     threads = settings["threads"]
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -126,7 +127,7 @@ def _chain(prepared, cells: list[tuple[int, CellTask]], events, settings: dict[s
         device_error = None
     for index, slim in cells:
         if ray.get(events.draining.remote()):
-            yield ("skipped", index, None)
+            yield ("skipped", index, None, {})
             continue
         events.push.remote(("start", index, {**where, "pid": os.getpid(), "device": device}))
         task = dataclasses.replace(slim, prepared=prepared, device=device)
@@ -137,7 +138,8 @@ def _chain(prepared, cells: list[tuple[int, CellTask]], events, settings: dict[s
                 task, on_epoch=lambda entry, i=index: events.push.remote(("epoch", i, entry))
             )
         result.notes = {**(result.notes or {}), **where}
-        yield ("result", index, dataclasses.replace(result, task=None))
+        clock = {"entered": entered, "done": time.time()}
+        yield ("result", index, dataclasses.replace(result, task=None), clock)
 
 
 class RayExecutor:
@@ -165,6 +167,13 @@ class RayExecutor:
         self.threads = max(1, math.floor(cpus_per_cell))
         # cell_id -> where its latest attempt started (node, node_ip, pid, device, attempt)
         self.placements: dict[str, dict[str, Any]] = {}
+        # overhead figures: seconds of each ray.put of a dataset, and per returned cell the
+        # seconds from its chain's submission to the task starting on a worker (first cell
+        # of a chain only: scheduling, worker start, fetching the data) and from its yield on
+        # the worker to its arrival at the driver (benchmarks/executors.py reports them)
+        self.put_s: dict[str, float] = {}
+        self.timings: list[dict[str, Any]] = []
+        self._submitted: dict[int, float] = {}
 
     # -- cluster -------------------------------------------------------------------------
     def _connect(self, ray) -> bool:
@@ -226,7 +235,9 @@ class RayExecutor:
             refs: dict[str, Any] = {}  # dataset -> its PreparedData in the object store
             for task in tasks:
                 if task.dataset not in refs:
+                    put_started = time.perf_counter()
                     refs[task.dataset] = ray.put(task.prepared)
+                    self.put_s[task.dataset] = time.perf_counter() - put_started
             slim = [dataclasses.replace(t, prepared=None) for t in tasks]
             waiting: list[tuple[list[int], int]] = [(chain, 0) for chain in chains(tasks)]
             returned: set[int] = set()
@@ -252,6 +263,7 @@ class RayExecutor:
                         settings,
                     )
                     running[generator] = (chain, attempt)
+                    self._submitted[chain[0]] = time.time()
                 if not running and (not waiting or DRAIN.is_set()):
                     break
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
@@ -294,7 +306,7 @@ class RayExecutor:
             del running[generator]
             return
         try:
-            kind, index, payload = ray.get(ref)
+            kind, index, payload, clock = ray.get(ref)
         except (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as exc:
             # our own code raised outside run_cell (which captures a cell's errors): no retry
             del running[generator]
@@ -315,6 +327,14 @@ class RayExecutor:
             return
         returned.add(index)
         if kind == "result":
+            submitted = self._submitted.get(index)
+            self.timings.append(
+                {
+                    "cell_id": tasks[index].cell_id,
+                    "start_s": clock["entered"] - submitted if submitted else None,
+                    "return_s": time.time() - clock["done"],
+                }
+            )
             yield dataclasses.replace(payload, task=tasks[index])
         # "skipped": drained before it started; it stays pending in the store
 
