@@ -218,32 +218,88 @@ class _KillOnFirstEpoch(RayExecutor):
         yield from super().run(tasks, on_start, epoch)
 
 
+LADDER = """
+[experiment]
+name = "ladder"
+seeds = [0]
+
+[datasets.syn]
+loader = "synthetic"
+preset = "quickstart"
+n_users = 300
+n_items = [400, 200, 250]
+n_interactions = [4000, 2000, 1800]
+
+[protocol]
+negatives = 99
+ks = [10]
+
+[methods.pge]
+kind = "pge"
+params = {params}
+
+[methods.uclr]
+kind = "uclr"
+params = {params}
+
+[methods.pop]
+kind = "popularity"
+"""
+LADDER_PARAMS = (
+    "{ embedding_size = 16, batch_size = 256, learning_rate = 0.01, patience = 30, "
+    "pge_max_epochs = 30, ae_hidden = 16, ae_latent = 8, ae_max_epochs = 3, ae_max_steps = 1, "
+    "ae_eval_every_epochs = 1, ae_eval_every_steps = 1, lora_rank = 4, lora_max_epochs = 10 }"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("max_retries", [1, 0])
-def test_a_killed_worker_is_retried_then_recorded_as_failed(tmp_path, cluster, max_retries):
-    spec = _spec(tmp_path, seeds=(0,), epochs=60)
+def test_a_worker_killed_in_a_chain_reruns_only_the_unfinished_cells(tmp_path, cluster):
+    """The ladder (pge, uclr) on one seed is one chain: killing its worker while uclr trains
+    reruns uclr alone (attempt 1) on a fresh worker; pge, already returned, is not rerun."""
+    spec = tmp_path / "ladder.toml"
+    spec.write_text(LADDER.format(params=LADDER_PARAMS))
     out = tmp_path / "out"
-    executor = _KillOnFirstEpoch("bprmf", address=cluster, max_retries=max_retries)
+    starts = []
+
+    class Watched(_KillOnFirstEpoch):
+        def run(self, tasks, on_start, on_epoch):
+            def start(task):
+                starts.append(task.method)
+                on_start(task)
+
+            yield from super().run(tasks, start, on_epoch)
+
+    executor = Watched("uclr", address=cluster, max_retries=1)
     summary = run_spec(load_spec(spec), out, device="cpu", make_report=False, executor=executor)
     assert len(executor.killed) == 1
+    assert (summary.done, summary.failed) == (3, 0)
+    assert sorted(starts) == ["pge", "pop", "uclr", "uclr"]
     db = out / "results.duckdb"
-    rows = dict(_query(db, "SELECT c.kind, c.status FROM cells c JOIN plan p USING (cell_id)"))
-    assert rows["popularity"] == "done"  # the rest of the run went on
-    if max_retries:
-        assert (summary.done, summary.failed) == (2, 0)
-        assert rows["bprmf"] == "done"
-        attempt = _query(db, "SELECT notes::JSON->>'attempt' FROM cells WHERE kind = 'bprmf'")
-        assert attempt == [("1",)]
-        assert _query(db, DUPLICATES) == [(0,)]
-        cases = _query(db, "SELECT sum(n_test_cases) FROM candidate_sets")[0][0]
-        per_user = "SELECT count(*) FROM per_user WHERE method = 'bprmf'"
-        assert _query(db, per_user) == [(cases * 2,)]  # one row per test case and K
-    else:
-        assert (summary.done, summary.failed) == (1, 1)
-        error = _query(db, "SELECT error FROM cells WHERE kind = 'bprmf'")[0][0]
-        assert "Ray worker died" in error and "--max-retries 0" in error
-        assert _query(db, "SELECT count(*) FROM user_metrics u JOIN cells c USING (cell_id) "
-                      "WHERE c.kind = 'bprmf'") == [(0,)]  # fmt: skip
+    attempts = dict(_query(db, "SELECT kind, notes::JSON->>'attempt' FROM cells"))
+    assert attempts == {"pge": "0", "uclr": "1", "popularity": "0"}
+    assert _query(db, DUPLICATES) == [(0,)]
+    cases = _query(db, "SELECT sum(n_test_cases) FROM candidate_sets")[0][0]
+    per_method = "SELECT method, count(*) FROM per_user GROUP BY ALL ORDER BY ALL"
+    assert _query(db, per_method) == [("pge", cases), ("pop", cases), ("uclr", cases)]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_past_max_retries_fails_its_cell_and_the_run_goes_on(tmp_path, cluster):
+    spec = _spec(tmp_path, seeds=(0,), epochs=60)
+    out = tmp_path / "out"
+    executor = _KillOnFirstEpoch("bprmf", address=cluster, max_retries=0)
+    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False, executor=executor)
+    assert len(executor.killed) == 1
+    assert (summary.done, summary.failed) == (1, 1)
+    db = out / "results.duckdb"
+    assert dict(_query(db, "SELECT kind, status FROM cells")) == {
+        "popularity": "done",
+        "bprmf": "failed",
+    }
+    error = _query(db, "SELECT error FROM cells WHERE kind = 'bprmf'")[0][0]
+    assert "Ray worker died" in error and "--max-retries 0" in error
+    assert _query(db, "SELECT count(*) FROM user_metrics u JOIN cells c USING (cell_id) "
+                  "WHERE c.kind = 'bprmf'") == [(0,)]  # fmt: skip
 
 
 @pytest.mark.slow
