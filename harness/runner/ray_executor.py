@@ -315,6 +315,8 @@ class RayExecutor:
         except ray.exceptions.RayError as exc:  # the worker or its node died
             del running[generator]
             rest = [i for i in chain if i not in returned]
+            if not rest:  # it died after its last cell came back: nothing is lost
+                return
             if attempt < self.max_retries:
                 waiting.insert(0, (rest, attempt + 1))
                 return
