@@ -221,7 +221,7 @@ class _KillOnFirstEpoch(RayExecutor):
 LADDER = """
 [experiment]
 name = "ladder"
-seeds = [0]
+seeds = {seeds}
 
 [datasets.syn]
 loader = "synthetic"
@@ -257,7 +257,7 @@ def test_a_worker_killed_in_a_chain_reruns_only_the_unfinished_cells(tmp_path, c
     """The ladder (pge, uclr) on one seed is one chain: killing its worker while uclr trains
     reruns uclr alone (attempt 1) on a fresh worker; pge, already returned, is not rerun."""
     spec = tmp_path / "ladder.toml"
-    spec.write_text(LADDER.format(params=LADDER_PARAMS))
+    spec.write_text(LADDER.format(params=LADDER_PARAMS, seeds=[0]))
     out = tmp_path / "out"
     starts = []
 
@@ -338,26 +338,44 @@ def test_driver_kill_9_then_rerun_completes_without_retraining(tmp_path, cluster
 
 
 @pytest.mark.slow
-def test_drain_hands_out_no_new_chain_and_the_rest_stays_pending(tmp_path, cluster):
+def test_drain_stops_handing_out_chains_and_running_chains_stop_before_their_next_cell(
+    tmp_path, cluster
+):
+    """Two ladder chains (pge -> uclr, seeds 0 and 1) fill the two nodes; drain at the first
+    start: both pge cells finish and are stored, neither uclr starts (the workers see the
+    drain), the popularity chains are never handed out, and the run is recorded as drained."""
     from harness.runner.executor import DRAIN
+
+    started = []
 
     class DrainAtFirstStart(RayExecutor):
         def run(self, tasks, on_start, on_epoch):
             def start(task):
+                started.append(task.method)
                 DRAIN.set()
                 on_start(task)
 
             yield from super().run(tasks, start, on_epoch)
 
-    spec = _spec(tmp_path, seeds=(0, 1, 2), epochs=4)  # 6 chains, 2 can run at once
+    spec = tmp_path / "ladder.toml"
+    spec.write_text(LADDER.format(params=LADDER_PARAMS, seeds=[0, 1]))
     out = tmp_path / "out"
     summary = run_spec(
         load_spec(spec), out, device="cpu", make_report=False,
         executor=DrainAtFirstStart(address=cluster),
     )  # fmt: skip
+    assert (summary.done, summary.failed) == (2, 0)
+    assert started == ["pge", "pge"]
     db = out / "results.duckdb"
-    assert 1 <= summary.done <= 3 and summary.failed == 0
-    assert _query(db, "SELECT count(*) FROM plan WHERE status = 'pending'") == [(6 - summary.done,)]
+    status = "SELECT method, seed, status FROM plan ORDER BY ALL"
+    assert _query(db, status) == [
+        ("pge", 0, "done"),
+        ("pge", 1, "done"),
+        ("pop", 0, "pending"),
+        ("pop", 1, "pending"),
+        ("uclr", 0, "pending"),
+        ("uclr", 1, "pending"),
+    ]
     assert _query(db, "SELECT status FROM runs") == [("drained",)]
 
 
