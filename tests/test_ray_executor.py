@@ -342,7 +342,7 @@ def test_drain_stops_handing_out_chains_and_running_chains_stop_before_their_nex
     tmp_path, cluster
 ):
     """Two ladder chains (pge -> uclr, seeds 0 and 1) fill the two nodes; drain at the first
-    start: both pge cells finish and are stored, neither uclr starts (the workers see the
+    start: the running pge cells finish and are stored, no uclr starts (the workers see the
     drain), the popularity chains are never handed out, and the run is recorded as drained."""
     from harness.runner.executor import DRAIN
 
@@ -364,17 +364,20 @@ def test_drain_stops_handing_out_chains_and_running_chains_stop_before_their_nex
         load_spec(spec), out, device="cpu", make_report=False,
         executor=DrainAtFirstStart(address=cluster),
     )  # fmt: skip
-    assert (summary.done, summary.failed) == (2, 0)
-    assert started == ["pge", "pge"]
+    # Both ladder chains were handed out; one whose worker was still starting when the drain
+    # arrived skips its pge as well, so one or two pge cells ran, nothing else.
+    assert summary.failed == 0 and 1 <= summary.done <= 2
+    assert started == ["pge"] * summary.done
     db = out / "results.duckdb"
-    status = "SELECT method, seed, status FROM plan ORDER BY ALL"
+    status = "SELECT method, status, count(*) FROM plan GROUP BY ALL ORDER BY ALL"
     assert _query(db, status) == [
-        ("pge", 0, "done"),
-        ("pge", 1, "done"),
-        ("pop", 0, "pending"),
-        ("pop", 1, "pending"),
-        ("uclr", 0, "pending"),
-        ("uclr", 1, "pending"),
+        *(
+            [("pge", "done", 2)]
+            if summary.done == 2
+            else [("pge", "done", 1), ("pge", "pending", 1)]
+        ),
+        ("pop", "pending", 2),
+        ("uclr", "pending", 2),
     ]
     assert _query(db, "SELECT status FROM runs") == [("drained",)]
 

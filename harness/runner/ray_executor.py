@@ -42,7 +42,7 @@ from harness.runner.executor import DRAIN, EpochHook, StartHook
 from harness.runner.pool import chains
 from harness.runner.work import CellResult, run_cell
 
-__all__ = ["INSTALL_HINT", "RayExecutor", "RayMissing", "import_ray"]
+__all__ = ["INSTALL_HINT", "RayExecutor", "RayMissing", "RayUnavailable", "import_ray"]
 
 INSTALL_HINT = (
     '--executor ray needs Ray, an optional extra: pip install -e ".[ray]" '
@@ -54,6 +54,10 @@ CAPACITY_EVERY_S = 5.0
 
 class RayMissing(HarnessError):
     """Ray is not importable."""
+
+
+class RayUnavailable(HarnessError):
+    """Ray could not be started or the cluster could not be joined."""
 
 
 def import_ray():
@@ -186,7 +190,14 @@ class RayExecutor:
         main = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
         saved = {s: signal.getsignal(s) for s in signals} if main else {}
-        ray.init(address=self.address, **options)
+        try:
+            ray.init(address=self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayUnavailable(
+                f"cannot start or join Ray at --address {self.address!r}: {exc}. Start a "
+                f"cluster with `ray start --head` (and `ray start --address HEAD:PORT` on "
+                f"other nodes), or use --address local"
+            ) from None
         # Ray's driver installs its own SIGTERM handling (an abort with a stack dump); keep the
         # CLI's, which stops the run like Ctrl-C: the run is recorded as interrupted, exit 130
         # (and its SIGUSR1 drain).
