@@ -19,11 +19,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
-
-from harness.runner.ray_executor import RayExecutor  # noqa: E402
-from harness.runner.runner import run_spec  # noqa: E402
-from harness.spec.load import load_spec  # noqa: E402
+from harness.runner.ray_executor import RayExecutor
+from harness.runner.runner import run_spec
+from harness.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_BIN = Path(sys.executable).parent / "ray"
@@ -111,6 +109,7 @@ def _start_node(args: list[str], log: Path) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Address of a running two-node Ray cluster (head + one worker node, 1 CPU each)."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
     logs = tmp_path_factory.mktemp("ray_logs")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # in-process drivers join without a token
     port = _free_port()
@@ -303,29 +302,33 @@ def test_a_worker_killed_past_max_retries_fails_its_cell_and_the_run_goes_on(tmp
 
 
 @pytest.mark.slow
-def test_driver_kill_9_then_rerun_completes_without_retraining(tmp_path, cluster):
+def test_ctrl_c_then_driver_kill_9_then_rerun_completes_without_retraining(tmp_path, cluster):
+    """Ctrl-C (SIGINT) after the first committed cell: exit 130, run recorded as interrupted.
+    Rerun, kill -9 the driver after its first committed cell. Rerun: the rest completes, no
+    row twice, and no cell committed by the earlier runs is trained again."""
     spec = _spec(tmp_path, seeds=(0, 1, 2, 3), epochs=10)
     out = tmp_path / "out"
+    db = out / "results.duckdb"
     args = [
         str(spec), "--out", str(out), "--device", "cpu", "--no-report",
         "--executor", "ray", "--address", cluster,
     ]  # fmt: skip
     cmd = [sys.executable, "-m", "harness.cli", "run", *args]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=REPO
-    )
-    committed = 0
-    for line in proc.stdout:
-        if line.startswith("cell done"):
-            committed += 1
-            if committed == 2:
-                proc.send_signal(signal.SIGKILL)
+    for signum, expected in ((signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)):
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=REPO
+        )
+        for line in proc.stdout:
+            if line.startswith("cell done"):
+                proc.send_signal(signum)
                 break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    db = out / "results.duckdb"
+        proc.wait(timeout=120)
+        assert proc.returncode == expected
+    runs = "SELECT status, count(*) FROM runs GROUP BY ALL ORDER BY ALL"
+    assert _query(db, runs) == [("interrupted", 1), ("running", 1)]  # kill -9 records nothing
     before = dict(_query(db, "SELECT cell_id, run_id FROM cells WHERE status = 'done'"))
     assert 2 <= len(before) < 8
+    assert len(set(before.values())) == 2  # each of the two runs committed cells
 
     result = _harness(*args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -334,7 +337,7 @@ def test_driver_kill_9_then_rerun_completes_without_retraining(tmp_path, cluster
     assert len(after) == 8
     assert {cell: after[cell] for cell in before} == before  # finished cells not retrained
     assert _query(db, DUPLICATES) == [(0,)]
-    assert _query(db, "SELECT count(*) FROM runs WHERE status = 'finished'") == [(1,)]
+    assert _query(db, runs) == [("finished", 1), ("interrupted", 1), ("running", 1)]
 
 
 @pytest.mark.slow
