@@ -178,6 +178,7 @@ class RayExecutor:
         self.put_s: dict[str, float] = {}
         self.timings: list[dict[str, Any]] = []
         self._submitted: dict[int, float] = {}
+        self._shown: set[int] = set()  # cells returned to the driver
 
     # -- cluster -------------------------------------------------------------------------
     def _connect(self, ray) -> bool:
@@ -280,7 +281,9 @@ class RayExecutor:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
                 self._forward(ray.get(events.take.remote()), tasks, on_start, on_epoch)
                 for generator in ready:
-                    yield from self._advance(ray, generator, running, waiting, returned, tasks)
+                    yield from self._advance(
+                        ray, generator, running, waiting, returned, tasks, on_start
+                    )
             finished = True
         finally:
             if not finished:  # interrupted (Ctrl-C, SIGTERM) or failed: stop the training
@@ -294,6 +297,8 @@ class RayExecutor:
         self, items: list[tuple], tasks: list[CellTask], on_start: StartHook, on_epoch: EpochHook
     ) -> None:
         for kind, index, payload in items:
+            if index in self._shown:  # late news of a cell already returned: nothing to show
+                continue
             if kind == "start":
                 self.placements[tasks[index].cell_id] = payload
                 on_start(tasks[index])
@@ -308,6 +313,7 @@ class RayExecutor:
         waiting: list[tuple[list[int], int]],
         returned: set[int],
         tasks: list[CellTask],
+        on_start: StartHook,
     ) -> Iterator[CellResult]:
         """Take the generator's next item: a result, a skipped cell, its end or its failure."""
         chain, attempt = running[generator]
@@ -339,7 +345,10 @@ class RayExecutor:
             yield from self._fail(rest, returned, tasks, reason)
             return
         returned.add(index)
+        self._shown.add(index)
         if kind == "result":
+            if tasks[index].cell_id not in self.placements:  # its start event is on its way
+                on_start(tasks[index])
             submitted = self._submitted.get(index)
             self.timings.append(
                 {
