@@ -268,7 +268,8 @@ def test_a_worker_killed_in_a_chain_reruns_only_the_unfinished_cells(tmp_path, c
 
             yield from super().run(tasks, start, on_epoch)
 
-    executor = Watched("uclr", address=cluster, max_retries=1)
+    # device auto: the GPU Ray assigned to the task, none here (no --gpus-per-cell) -> cpu
+    executor = Watched("uclr", address=cluster, max_retries=1, device="auto")
     summary = run_spec(load_spec(spec), out, device="cpu", make_report=False, executor=executor)
     assert len(executor.killed) == 1
     assert (summary.done, summary.failed) == (3, 0)
@@ -276,6 +277,7 @@ def test_a_worker_killed_in_a_chain_reruns_only_the_unfinished_cells(tmp_path, c
     db = out / "results.duckdb"
     attempts = dict(_query(db, "SELECT kind, notes::JSON->>'attempt' FROM cells"))
     assert attempts == {"pge": "0", "uclr": "1", "popularity": "0"}
+    assert _query(db, "SELECT DISTINCT device FROM cells") == [("cpu",)]
     assert _query(db, DUPLICATES) == [(0,)]
     cases = _query(db, "SELECT sum(n_test_cases) FROM candidate_sets")[0][0]
     per_method = "SELECT method, count(*) FROM per_user GROUP BY ALL ORDER BY ALL"
