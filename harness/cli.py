@@ -179,6 +179,29 @@ def run(
             "into this folder (default with --shard: <out>/bundles)"
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="inprocess | pool | ray (default: pool when --workers > 1, else inprocess)"
+        ),
+    ] = None,
+    address: Annotated[
+        str,
+        typer.Option(
+            help="ray: 'local' starts a private Ray instance; 'auto', HOST:PORT or "
+            "ray://HOST:PORT joins a running cluster"
+        ),
+    ] = "local",
+    cpus_per_cell: Annotated[
+        float, typer.Option(min=0.01, help="ray: CPUs per cell (torch threads = its floor)")
+    ] = 1.0,
+    gpus_per_cell: Annotated[
+        float, typer.Option(min=0.0, help="ray: GPUs per cell (0.5 = two cells per GPU)")
+    ] = 0.0,
+    max_retries: Annotated[
+        int,
+        typer.Option(min=0, help="ray: reruns of a cell whose worker or node died"),
+    ] = 2,
 ) -> None:
     """Run every pending cell of a spec, store per-user results, write the report."""
     from harness.runner.executor import InProcessExecutor
@@ -192,9 +215,36 @@ def run(
 
     if device not in (None, "auto", "cpu", "cuda"):
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
+    kind = executor or ("pool" if workers > 1 else "inprocess")
+    if kind not in ("inprocess", "pool", "ray"):
+        raise typer.BadParameter("use inprocess, pool or ray", param_hint="--executor")
+    if kind == "ray":
+        from harness.runner.ray_executor import RayMissing, import_ray
+
+        try:
+            import_ray()
+        except RayMissing as exc:
+            from rich.markup import escape
+
+            err.print(f"[red]error[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
     loaded = _load(spec)
     target = output_dir(loaded, out_dir)
     slice_ = parse_shard(shard) if shard else None
+    if kind == "ray":
+        from harness.runner.ray_executor import RayExecutor
+
+        chosen = RayExecutor(
+            address,
+            cpus_per_cell,
+            gpus_per_cell,
+            max_retries,
+            device=device or loaded.spec.experiment.device,
+        )
+    elif kind == "pool":
+        chosen = PoolExecutor(workers, threads)
+    else:
+        chosen = InProcessExecutor()
     summary = run_spec(
         loaded,
         target,
@@ -204,7 +254,7 @@ def run(
         make_report=not no_report,
         only_methods=only,
         only_seeds=seed,
-        executor=PoolExecutor(workers, threads) if workers > 1 else InProcessExecutor(),
+        executor=chosen,
         shard=slice_,
     )
     destination = export or (target / "bundles" if slice_ else None)

@@ -25,8 +25,8 @@ def cli(*args: object):
 def spec_of(folder: Path) -> Path:
     """The shipped spec a leaderboard folder belongs to: the one naming it in ``results``."""
     for spec in sorted((REPO / "specs").glob("*.toml")):
-        loaded = load_spec(spec, check_files=False)
-        if any((spec.parent / r).resolve() == folder.resolve() for r in loaded.spec.experiment.results):
+        results = load_spec(spec, check_files=False).spec.experiment.results
+        if any((spec.parent / r).resolve() == folder.resolve() for r in results):
             return spec
     raise AssertionError(f"no spec in specs/ lists {folder} in experiment.results")
 
@@ -47,7 +47,7 @@ def test_committed_bundles_import_and_render(folder, tmp_path):
     assert f"{n_files} bundle(s)" in result.output and "0 rejected" in result.output
     report = cli("report", spec, "--out", out, "--bootstrap", "200")
     assert report.exit_code == 0, report.output
-    page = (out / "report" / f"dataset-{next(iter(load_spec(spec).spec.datasets))}.html")
+    page = out / "report" / f"dataset-{next(iter(load_spec(spec).spec.datasets))}.html"
     assert page.exists()
     # every imported method appears in the rendered leaderboard
     kinds = {
