@@ -374,33 +374,36 @@ def read_delimited(
         skip_line = int(first["_line"][0])
     lines = lines.filter(pl.col("_line") != skip_line)
     rule, _ = _rule_of(columns, separator)
-    fields = pl.col("_raw").str.split(separator)
-    table = lines.with_columns(_fields=fields).with_columns(_rule=rule).collect(engine="streaming")
+    select = [pl.col("_line"), rule.alias("_rule")]
+    for i, column in enumerate(columns):
+        value = pl.col("_fields").list.get(i, null_on_oob=True).str.strip_chars()
+        if strip_quotes:
+            value = value.str.strip_chars('"')
+        if column.kind == "float":
+            value = value.cast(pl.Float64, strict=False)
+        elif column.kind == "int":
+            value = value.cast(pl.Int64, strict=False)
+        select.append(value.alias(column.name))
+    # Only typed columns are materialised (not the raw lines): large dumps stay affordable.
+    table = (
+        lines.with_columns(_fields=pl.col("_raw").str.split(separator))
+        .select(select)
+        .collect(engine="streaming")
+    )
     if table.height == 0:
         raise DataError(path, skip_line + 1, "no data rows (header only)")
     bad = table.filter(pl.col("_rule").is_not_null())
     rejected: dict[str, int] = {}
     if bad.height:
         if on_bad_rows != "skip":
-            row = bad.row(0, named=True)
-            raise DataError(
-                path, int(row["_line"]), _explain_row(row["_raw"], row["_rule"], columns, separator)
-            )
+            line = int(bad["_line"][0])
+            raw = lines.filter(pl.col("_line") == line).collect()["_raw"][0]
+            raise DataError(path, line, _explain_row(raw, bad["_rule"][0], columns, separator))
         counts = bad.group_by("_rule").len().sort("_rule")
         rejected = dict(zip(counts["_rule"].to_list(), counts["len"].to_list(), strict=True))
         table = table.filter(pl.col("_rule").is_null())
-    select = [pl.col("_line")]
-    for i, column in enumerate(columns):
-        value = pl.col("_fields").list.get(i, null_on_oob=True).str.strip_chars()
-        if strip_quotes:
-            value = value.str.strip_chars('"')
-        if column.kind == "float":
-            value = value.cast(pl.Float64)
-        elif column.kind == "int":
-            value = value.cast(pl.Int64)
-        select.append(value.alias(column.name))
     return ReadResult(
-        table.select(select), rows_read=table.height + sum(rejected.values()), rejected=rejected
+        table.drop("_rule"), rows_read=table.height + sum(rejected.values()), rejected=rejected
     )
 
 
