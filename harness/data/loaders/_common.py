@@ -30,9 +30,11 @@ __all__ = [
     "bad_rows_record",
     "build_dataset",
     "check_files",
+    "check_text_file",
     "file_record",
     "filter_users",
     "first_duplicate",
+    "header_fields",
     "read_delimited",
     "resolve_path",
 ]
@@ -272,7 +274,35 @@ def _line_of_offset(path: Path, offset: int) -> int:
         return handle.read(offset).count(b"\n") + 1
 
 
-def _rule_of(columns: Sequence[Column], sep: str) -> tuple[pl.Expr, list[str]]:
+def check_text_file(path: Path) -> None:
+    """Raise :class:`DataError` for an empty (0 bytes) or binary (NUL bytes) file."""
+    if path.stat().st_size == 0:
+        raise DataError(path, 1, "empty file (0 bytes)")
+    if (offset := _binary_offset(path)) is not None:
+        raise DataError(
+            path, _line_of_offset(path, offset), "binary data (NUL byte); expected a text file"
+        )
+
+
+def header_fields(path: Path, separator: str) -> tuple[int, list[str]]:
+    """(line number, field names) of the first non-blank line of a text file."""
+    check_text_file(path)
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                names = [f.strip().strip('"') for f in line.rstrip("\r\n").split(separator)]
+                return number, names
+    raise DataError(path, 1, "no data rows (only blank lines)")
+
+
+def _field(i: int, strip_quotes: bool) -> pl.Expr:
+    value = pl.col("_fields").list.get(i, null_on_oob=True).str.strip_chars()
+    return value.str.strip_chars('"').str.strip_chars() if strip_quotes else value
+
+
+def _rule_of(
+    columns: Sequence[Column], sep: str, strip_quotes: bool = False
+) -> tuple[pl.Expr, list[str]]:
     """Expression naming the first problem of a row (null when the row is fine)."""
     n = len(columns)
     layout = sep.join(c.name for c in columns).replace("\t", "<TAB>")
@@ -293,7 +323,7 @@ def _rule_of(columns: Sequence[Column], sep: str) -> tuple[pl.Expr, list[str]]:
     chain = chain.when(n_fields > n).then(pl.lit(f"too many fields: expected {n} ({layout})"))
     rules = []
     for i, column in enumerate(columns):
-        value = fields.list.get(i, null_on_oob=True).str.strip_chars()
+        value = _field(i, strip_quotes)
         if column.kind == "any":
             continue
         if column.kind == "id":
@@ -345,12 +375,7 @@ def read_delimited(
     is always an error. Numeric columns come back as Float64 / Int64, ids as stripped strings.
     """
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise DataError(path, 1, "empty file (0 bytes)")
-    if (offset := _binary_offset(path)) is not None:
-        raise DataError(
-            path, _line_of_offset(path, offset), "binary data (NUL byte); expected a text file"
-        )
+    check_text_file(path)
     lines = (
         pl.scan_csv(
             path,
@@ -373,12 +398,10 @@ def read_delimited(
     ):
         skip_line = int(first["_line"][0])
     lines = lines.filter(pl.col("_line") != skip_line)
-    rule, _ = _rule_of(columns, separator)
+    rule, _ = _rule_of(columns, separator, strip_quotes)
     select = [pl.col("_line"), rule.alias("_rule")]
     for i, column in enumerate(columns):
-        value = pl.col("_fields").list.get(i, null_on_oob=True).str.strip_chars()
-        if strip_quotes:
-            value = value.str.strip_chars('"')
+        value = _field(i, strip_quotes)
         if column.kind == "float":
             value = value.cast(pl.Float64, strict=False)
         elif column.kind == "int":
