@@ -79,8 +79,12 @@ def _load(spec: Path, check_files: bool = True):
 @app.command()
 @friendly
 def validate(spec: SpecArg) -> None:
-    """Check a spec (keys, types, methods, parameters, files, cross-references)."""
+    """Check a spec (keys, types, methods, parameters, files, cross-references) and, when the
+    data files exist, what needs the data (domains of methods, enough items for negatives)."""
+    from harness.spec.load import check_against_data
+
     loaded = _load(spec)
+    check_against_data(loaded)
     s = loaded.spec
     n_cells = sum(len(loaded.datasets_of(m)) for m in s.methods) * len(s.experiment.seeds)
     out.print(

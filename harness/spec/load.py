@@ -23,7 +23,7 @@ from harness.spec.schema import Spec
 from methods.base import MethodParams
 from methods.registry import UnknownMethod, get_method
 
-__all__ = ["LoadedSpec", "SpecError", "SpecIssue", "load_spec"]
+__all__ = ["LoadedSpec", "SpecError", "SpecIssue", "check_against_data", "load_spec"]
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,11 @@ def _cross_check(spec: Spec, loader_configs: dict[str, BaseModel], add) -> None:
         if not method.domains:
             continue
         for dataset in method.datasets or list(spec.datasets):
-            config = loader_configs.get(dataset)
-            declared = getattr(config, "domains", None)
+            if dataset not in spec.datasets:
+                continue
+            declared = _declared_domains(loader_configs.get(dataset))
             if declared is None:
-                continue  # domains known only after loading; the runner checks them then
+                continue  # domains known only after loading: check_against_data does it
             for domain in method.domains:
                 if domain not in declared:
                     add(
@@ -188,6 +189,81 @@ def _cross_check(spec: Spec, loader_configs: dict[str, BaseModel], add) -> None:
                         f"dataset {dataset!r} has no domain {domain!r}; "
                         + _unknown("domain", domain, list(declared)),
                     )
+
+
+def _declared_domains(config: BaseModel | None) -> list[str] | None:
+    """The domains a loader config will produce, when known without loading data."""
+    if config is None:
+        return None
+    if getattr(config, "domains", None) is not None:
+        return list(config.domains)  # type: ignore[attr-defined]
+    for attr in ("chosen_domains", "resolve"):  # amazon, amazon_pairs / synthetic
+        if hasattr(config, attr):
+            try:
+                found = getattr(config, attr)()
+            except (ValueError, KeyError, TypeError):
+                return None
+            domains = getattr(found, "domains", found)
+            return list(domains) if domains is not None else None
+    return None
+
+
+def check_against_data(loaded: LoadedSpec) -> None:
+    """Checks that need the data (``harness validate`` runs them when the files exist): every
+    method's ``domains`` exist in the loaded dataset, and every domain has enough items the
+    busiest user never touched to draw ``protocol.negatives`` (else the run would stop with
+    NotEnoughItems). Raises :class:`SpecError`; data files that are malformed raise the
+    loader's DataError (exit 3)."""
+    import numpy as np
+
+    from harness.data.loaders import get_loader
+
+    locate = _KeyLocator(loaded.text)
+    shown = str(loaded.path)
+    issues: list[SpecIssue] = []
+
+    def add(loc: tuple, message: str) -> None:
+        issues.append(SpecIssue(shown, tuple(loc), message, locate(loc)))
+
+    spec = loaded.spec
+    negatives = spec.protocol.negatives
+    for name, config in loaded.loader_configs.items():
+        files = config.required_files(loaded.base_dir)  # type: ignore[attr-defined]
+        if not all(Path(f).is_file() for f, _ in files):
+            continue  # load_spec reported the missing file (or it was not asked to)
+        dataset = get_loader(spec.datasets[name].loader).load(config, loaded.base_dir)
+        for method, mspec in spec.methods.items():
+            if mspec.datasets is not None and name not in mspec.datasets:
+                continue
+            for domain in mspec.domains or []:
+                if domain not in dataset.domains:
+                    add(
+                        ("methods", method, "domains"),
+                        f"dataset {name!r} has no domain {domain!r}; "
+                        + _unknown("domain", domain, dataset.domain_names),
+                    )
+        for domain_name, domain in dataset.domains.items():
+            users = domain.users
+            items = domain.items
+            if domain.fixed_test is not None:
+                users = np.concatenate([users, domain.fixed_test.users])
+                items = np.concatenate([items, domain.fixed_test.items])
+            if len(users) == 0:
+                continue
+            keys = np.unique(users.astype(np.int64) * max(domain.n_items, 1) + items)
+            seen = np.bincount(keys // max(domain.n_items, 1))
+            worst = int(seen.argmax())
+            available = domain.n_items - int(seen[worst])
+            if available < negatives:
+                add(
+                    ("protocol", "negatives"),
+                    f"{negatives} negatives cannot be drawn in dataset {name!r} domain "
+                    f"{domain_name!r}: it has {domain.n_items} items and user "
+                    f"{dataset.user_ids[worst]!r} interacted with {int(seen[worst])}, leaving "
+                    f"{available}; lower protocol.negatives to at most {max(available, 0)}",
+                )
+    if issues:
+        raise SpecError(issues)
 
 
 def _unknown(what: str, value: str, known: list[str]) -> str:
