@@ -736,10 +736,32 @@ def stage_timings_table(ctx: Context, dataset: str) -> Table | None:
     )
 
 
+def _cold_test_cases(ctx: Context, datasets: list[str]) -> dict[tuple[str, str], int]:
+    """(dataset, domain) -> pre-split test items never seen in training (from the loader's
+    ``cold_test_cases`` in the dataset source); empty when no dataset has any."""
+    out: dict[tuple[str, str], int] = {}
+    protocol = ctx.data.protocol
+    if "source" not in protocol.columns:
+        return out
+    for r in protocol.filter(pl.col("dataset").is_in(datasets)).iter_rows(named=True):
+        source = r["source"]
+        if isinstance(source, str):
+            try:
+                source = json.loads(source)
+            except ValueError:
+                continue
+        if not isinstance(source, dict):
+            continue
+        for domain, n in (source.get("cold_test_cases") or {}).items():
+            out[(r["dataset"], domain)] = int(n)
+    return out if any(out.values()) else {}
+
+
 def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
     frame = ctx.data.table1.filter(pl.col("dataset").is_in(datasets))
     if frame.is_empty():
         return None
+    cold_items = _cold_test_cases(ctx, datasets)
     cases = {
         (r["dataset"], r["domain"]): r["n_test_cases"]
         for r in ctx.data.test_cases.iter_rows(named=True)
@@ -757,6 +779,7 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
             Head("Sparse users", sort=8),
             Head("Cold users", sort=9),
         ]
+        + ([Head("Cold-item test cases", sort=10)] if cold_items else [])
     ]
     rows = []
     for r in frame.sort("dataset", "domain").iter_rows(named=True):
@@ -789,6 +812,18 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
                         title="no training interaction in the domain (test item only)",
                     ),
                 ]
+                + (
+                    [
+                        Cell(
+                            f"{cold_items.get((r['dataset'], r['domain']), 0):,}",
+                            cold_items.get((r["dataset"], r["domain"]), 0),
+                            title="pre-split test items with no training interaction in the "
+                            "domain (every model ranks them near chance)",
+                        )
+                    ]
+                    if cold_items
+                    else []
+                )
             )
         )
     for d in datasets:
@@ -801,7 +836,7 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
                         Cell("all (distinct users)", numeric=False),
                         Cell(f"{users[0]:,}", users[0]),
                     ]
-                    + [Cell("") for _ in range(7)],
+                    + [Cell("") for _ in range(7 + bool(cold_items))],
                     cls="total",
                 )
             )
@@ -823,7 +858,13 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
         "Users with at least one interaction in the domain, items and interactions of the data as "
         "loaded (held-out items included). Test users: users with a test case (leave-one-out). "
         "Training activity after the split: median, sparse users (1 to sparse_max training "
-        "interactions) and cold users (test item only).",
+        "interactions) and cold users (test item only)."
+        + (
+            " Cold-item test cases: pre-split test items that never occur in the domain's "
+            "training data (source: the loader's cold_test_cases)."
+            if cold_items
+            else ""
+        ),
         sql=sql,
     )
 

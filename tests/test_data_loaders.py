@@ -465,3 +465,14 @@ def test_statistics_count_fixed_test_items():
     )
     alpha = dataset_statistics(ds).row(0, named=True)
     assert (alpha["users"], alpha["interactions"]) == (3, 7)
+    # Table 1 shows cold-item test cases whenever there are any, and only then
+    stats = dataset_statistics(ds)
+    assert stats["cold_test_cases"].to_list() == [
+        *ds.source["cold_test_cases"].values(),
+        sum(ds.source["cold_test_cases"].values()),
+    ]
+    assert sum(ds.source["cold_test_cases"].values()) > 0
+    warm = load_dataset(
+        {"loader": "amazon_pairs", "path": "amazon_pairs", "pair": "alpha_beta"}, FIXTURES
+    )
+    assert "cold_test_cases" not in dataset_statistics(warm).columns
