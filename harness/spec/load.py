@@ -208,6 +208,23 @@ def _declared_domains(config: BaseModel | None) -> list[str] | None:
     return None
 
 
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def _load_cached(loader: str, config: BaseModel, base_dir: Path, files: list) -> Any:
+    """Load a dataset for validation; repeated validations in one process (tests, tools)
+    reuse it while the config and the files (path, size, mtime) are unchanged."""
+    from harness.data.loaders import get_loader
+
+    stats = tuple((str(f), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f, _ in files)
+    key = (loader, config.model_dump_json(), str(Path(base_dir).resolve()), stats)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= 4:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = get_loader(loader).load(config, base_dir)
+    return _DATA_CACHE[key]
+
+
 def check_against_data(loaded: LoadedSpec) -> None:
     """Checks that need the data (``harness validate`` runs them when the files exist): every
     method's ``domains`` exist in the loaded dataset, and every domain has enough items the
@@ -215,8 +232,6 @@ def check_against_data(loaded: LoadedSpec) -> None:
     NotEnoughItems). Raises :class:`SpecError`; data files that are malformed raise the
     loader's DataError (exit 3)."""
     import numpy as np
-
-    from harness.data.loaders import get_loader
 
     locate = _KeyLocator(loaded.text)
     shown = str(loaded.path)
@@ -231,7 +246,7 @@ def check_against_data(loaded: LoadedSpec) -> None:
         files = config.required_files(loaded.base_dir)  # type: ignore[attr-defined]
         if not all(Path(f).is_file() for f, _ in files):
             continue  # load_spec reported the missing file (or it was not asked to)
-        dataset = get_loader(spec.datasets[name].loader).load(config, loaded.base_dir)
+        dataset = _load_cached(spec.datasets[name].loader, config, loaded.base_dir, files)
         for method, mspec in spec.methods.items():
             if mspec.datasets is not None and name not in mspec.datasets:
                 continue
