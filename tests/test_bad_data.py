@@ -317,3 +317,44 @@ def test_amazon_rows_are_validated_even_without_min_rating(tmp_path):
     skipped = load_dataset({**config, "on_bad_rows": "skip"}, tmp_path)
     assert skipped.source["bad_rows"] == {"ratings.csv": {"rating is not a number": 1}}
     assert skipped.funnel["books"]["rows_rejected"] == {"malformed: rating is not a number": 1}
+
+
+def test_missing_column_is_a_spec_line_naming_the_data_file(tmp_path):
+    """A CSV without a mapped column: the spec's `columns` mapping is what to fix, so it is a
+    spec problem (exit 2) at the dataset's line, naming the data file and its columns."""
+    spec = write_case(tmp_path, "interactions", {"data/x.csv": "user,item,timestamp\nu1,i1,5\n"})
+    result = CliRunner().invoke(app, ["data", "stats", str(spec)])
+    lines = [text for text in result.output.splitlines() if text.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"{spec}:" in lines[0] and "x.csv: missing columns domain" in lines[0]
+
+
+def test_validate_reads_the_data_and_reports_bad_rows_with_exit_3(tmp_path):
+    spec = write_case(tmp_path, "douban", {"data/books.tsv": GOOD_DOUBAN + "7\t8\n"})
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    lines = [text for text in result.output.splitlines() if text.strip()]
+    assert result.exit_code == 3 and len(lines) == 1, result.output
+    assert f"{tmp_path / 'data' / 'books.tsv'}:4: too few fields" in lines[0]
+
+
+def test_data_stats_prints_the_amazon_funnel(tmp_path):
+    rows = "".join(
+        f"U{u},I{i},{1 + (u + i) % 5}.0,{1000 + u}\n" for u in range(30) for i in range(8)
+    )
+    spec = write_case(
+        tmp_path,
+        "amazon",
+        {"data/ratings.csv": rows + "X,I1,five,1\n"},
+        'on_bad_rows = "skip"\nmin_rating = 2.0\n',
+    )
+    spec.write_text(
+        spec.read_text().replace("item_drop_fraction = 0.0", "item_drop_fraction = 0.5")
+    )
+    result = CliRunner().invoke(app, ["data", "stats", str(spec)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert re.search(r"rows_read\W+241\b", text), text
+    assert re.search(r"rows_rejected\W+49\b", text), text  # 48 ratings of 1 + 1 malformed
+    assert re.search(r"rejected: rating < min_rating 2.0\W+48\b", text), text
+    assert re.search(r"rejected: malformed: rating is not a number\W+1\b", text), text
+    assert re.search(r"items_before_drop\W+8\b", text) and "items_after_drop" in text

@@ -218,3 +218,19 @@ def test_validate_rejects_a_method_domain_the_loaded_dataset_lacks(tmp_path):
     ).replace('kind = "bprmf"', 'kind = "bprmf"\ndomains = ["clothes"]')
     issues = _issues(tmp_path, pairs)
     assert any(i.loc == ("methods", "bprmf", "domains") and "'cloth'" in i.message for i in issues)
+
+
+def test_loader_options_are_strict_too(tmp_path):
+    text = GOOD.replace('preset = "quickstart"', 'preset = "quickstart"\nseed = "1"')
+    (issue,) = _issues(tmp_path, text)
+    assert issue.loc == ("datasets", "syn", "seed") and "'1'" in issue.message
+    assert issue.line == text.splitlines().index('seed = "1"') + 1
+    douban = GOOD.replace(
+        'loader = "synthetic"\npreset = "quickstart"',
+        f'loader = "douban"\npath = "{DOUBAN_FIXTURE}"\nmin_rating = "3"\non_bad_rows = "ignore"',
+    )
+    issues = _issues(tmp_path, douban)
+    assert {i.loc for i in issues} == {
+        ("datasets", "syn", "min_rating"),
+        ("datasets", "syn", "on_bad_rows"),
+    }

@@ -73,54 +73,59 @@ def cold_test_cases(domain: DomainData) -> int:
 
 
 def preprocessing_funnel(ds: Dataset) -> pl.DataFrame:
-    """Per domain: rows read, rows rejected (total and by rule), items before and after an
-    item deletion, then users, items and interactions left after the user filter."""
-    rows = []
+    """Per domain: rows read, rows rejected (in total, then one ``rejected: <rule>`` column per
+    rule), items before and after an item deletion, then users, items and interactions left
+    after the user filter. Steps a loader does not have are null."""
     funnel = ds.funnel or {}
+    steps = [(name, funnel.get(name, {}), domain) for name, domain in ds.domains.items()]
     whole_file = funnel.get("(file)")  # loaders reading one file for all domains
-    for name, domain in ds.domains.items():
-        step = funnel.get(name, {})
+    rules = sorted(
+        {r for _, step, _ in steps for r in step.get("rows_rejected", {})}
+        | set((whole_file or {}).get("rows_rejected", {}))
+    )
+
+    def row(name: str, step: dict, users: int, items: int, inter: int) -> dict:
         rejected = step.get("rows_rejected", {})
-        rows.append(
-            {
-                "domain": name,
-                "rows_read": step.get("rows_read"),
-                "rows_rejected": sum(rejected.values()) if step else None,
-                "rejected_by_rule": "; ".join(f"{r}: {n}" for r, n in rejected.items() if n)
-                or ("-" if step else None),
-                "items_before_drop": step.get("items_before_drop"),
-                "items_after_drop": step.get("items_after_drop"),
-                "users_after_filter": len(domain.all_users()),
-                "items_after_filter": domain.n_items,
-                "interactions": domain.n_interactions,
-            }
-        )
+        return {
+            "domain": name,
+            "rows_read": step.get("rows_read"),
+            "rows_rejected": sum(rejected.values()) if step else None,
+            **{f"rejected: {r}": rejected.get(r, 0) if step else None for r in rules},
+            "items_before_drop": step.get("items_before_drop"),
+            "items_after_drop": step.get("items_after_drop"),
+            "users_after_filter": users,
+            "items_after_filter": items,
+            "interactions": inter,
+        }
+
+    rows = [
+        row(name, step, len(domain.all_users()), domain.n_items, domain.n_interactions)
+        for name, step, domain in steps
+    ]
     if whole_file is not None:
-        rejected = whole_file.get("rows_rejected", {})
         rows.append(
-            {
-                "domain": "all",
-                "rows_read": whole_file.get("rows_read"),
-                "rows_rejected": sum(rejected.values()),
-                "rejected_by_rule": "; ".join(f"{r}: {n}" for r, n in rejected.items() if n) or "-",
-                "items_before_drop": None,
-                "items_after_drop": None,
-                "users_after_filter": ds.n_users,
-                "items_after_filter": sum(d.n_items for d in ds.domains.values()),
-                "interactions": sum(d.n_interactions for d in ds.domains.values()),
-            }
+            row(
+                "all",
+                whole_file,
+                ds.n_users,
+                sum(d.n_items for d in ds.domains.values()),
+                sum(d.n_interactions for d in ds.domains.values()),
+            )
         )
-    schema = {
-        "domain": pl.String,
-        "rows_read": pl.Int64,
-        "rows_rejected": pl.Int64,
-        "rejected_by_rule": pl.String,
-        "items_before_drop": pl.Int64,
-        "items_after_drop": pl.Int64,
-        "users_after_filter": pl.Int64,
-        "items_after_filter": pl.Int64,
-        "interactions": pl.Int64,
-    }
+    schema = {"domain": pl.String, "rows_read": pl.Int64, "rows_rejected": pl.Int64}
+    schema.update({f"rejected: {r}": pl.Int64 for r in rules})
+    schema.update(
+        {
+            k: pl.Int64
+            for k in (
+                "items_before_drop",
+                "items_after_drop",
+                "users_after_filter",
+                "items_after_filter",
+                "interactions",
+            )
+        }
+    )
     return pl.DataFrame(rows, schema=schema)
 
 

@@ -134,7 +134,8 @@ def _validate_datasets(spec: Spec, base_dir: Path, add, check_files: bool) -> di
             continue
         options = dataset.options()
         try:
-            config = loader.config_model.model_validate(options)
+            # strict: a quoted number or boolean in a dataset table is an error, as elsewhere
+            config = loader.config_model.model_validate(options, strict=True)
         except ValidationError as exc:
             for loc, message in _explain(exc, loader.config_model, options):
                 add(("datasets", name, *loc), message)
