@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -156,6 +156,7 @@ def test_mutated_shipped_specs_fail_in_one_line_per_problem(tmp_path_factory, ca
     target.write_text(text)
     result = CliRunner().invoke(app, ["validate", str(target)])
     output = result.output
+    event(f"{kind}: exit {result.exit_code}")
     assert "Traceback" not in output, output
     assert result.exit_code in (0, 2), (result.exit_code, output, text)
     if result.exception is not None:

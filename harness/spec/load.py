@@ -220,7 +220,7 @@ def _load_cached(loader: str, config: BaseModel, base_dir: Path, files: list) ->
     stats = tuple((str(f), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f, _ in files)
     key = (loader, config.model_dump_json(), str(Path(base_dir).resolve()), stats)
     if key not in _DATA_CACHE:
-        if len(_DATA_CACHE) >= 4:
+        if len(_DATA_CACHE) >= 8:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE[key] = get_loader(loader).load(config, base_dir)
     return _DATA_CACHE[key]
