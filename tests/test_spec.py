@@ -234,3 +234,23 @@ def test_loader_options_are_strict_too(tmp_path):
         ("datasets", "syn", "min_rating"),
         ("datasets", "syn", "on_bad_rows"),
     }
+
+
+def test_run_time_domain_check_has_a_line_too(tmp_path):
+    """Domains known only after loading (interactions loader): `plan`/`run` name the line."""
+    data = tmp_path / "x.csv"
+    data.write_text("user,item,domain\nu1,i1,books\nu1,i2,books\nu2,i1,books\nu2,i3,books\n")
+    text = (
+        GOOD.replace(
+            'loader = "synthetic"\npreset = "quickstart"',
+            f'loader = "interactions"\npath = "{data.as_posix()}"',
+        )
+        .replace("negatives = 99", "negatives = 1\nvalidation_k = 1")
+        .replace("ks = [10, 20]", "ks = [1]")
+        .replace('kind = "bprmf"', 'kind = "bprmf"\ndomains = ["music"]')
+    )
+    path = _write(tmp_path, text)
+    line = text.splitlines().index('domains = ["music"]') + 1
+    result = CliRunner().invoke(app, ["plan", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert f"spec.toml:{line}: methods.bprmf.domains" in result.output

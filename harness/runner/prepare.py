@@ -17,7 +17,7 @@ from harness.data.dataset import Dataset
 from harness.data.loaders import get_loader
 from harness.protocol.candidates import CandidateSet, build_candidates
 from harness.protocol.split import Split, leave_one_out
-from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.spec.load import LoadedSpec, SpecError
 from harness.spec.schema import ProtocolSpec
 from harness.store.store import Store
 
@@ -52,7 +52,7 @@ def load_dataset(loaded: LoadedSpec, name: str) -> Dataset:
     try:
         dataset = loader.load(config, loaded.base_dir)
     except (FileNotFoundError, ValueError) as exc:
-        raise SpecError([SpecIssue(str(loaded.path), ("datasets", name), str(exc))]) from None
+        raise SpecError([loaded.issue(("datasets", name), str(exc))]) from None
     dataset.validate()
     return dataset
 

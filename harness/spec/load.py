@@ -64,6 +64,11 @@ class LoadedSpec:
         canonical = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def issue(self, loc: tuple, message: str) -> SpecIssue:
+        """A :class:`SpecIssue` at ``loc`` with its line in this spec's text (for checks that
+        run after loading, e.g. in the runner)."""
+        return SpecIssue(str(self.path), tuple(loc), message, _KeyLocator(self.text)(loc))
+
     def method_label(self, name: str) -> str:
         return self.spec.methods[name].label or name
 
