@@ -99,6 +99,13 @@ REJECTED = [
     ("douban-rating-empty", "douban", {"data/books.tsv": "1\t10\t5\n1\t11\t\n"}, 2, "not a number"),
     ("douban-empty-user", "douban", {"data/books.tsv": "1\t10\t5\n\t11\t4\n"}, 2, "empty user_id"),
     ("douban-control-char", "douban", {"data/books.tsv": "1\t1\x070\t5\n"}, 1, "control"),
+    (
+        "douban-unit-separator",
+        "douban",
+        {"data/books.tsv": "1\t10\t5\n2\t10\t5\x1fjunk\n"},
+        2,
+        "binary",
+    ),
     ("douban-bad-after-blank", "douban", {"data/books.tsv": "1\t10\t5\n\n\n2\t10\n"}, 4, "too few"),
     ("amazon-empty", "amazon", {"data/ratings.csv": ""}, 1, "empty file"),
     (

@@ -254,3 +254,20 @@ def test_run_time_domain_check_has_a_line_too(tmp_path):
     result = CliRunner().invoke(app, ["plan", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert f"spec.toml:{line}: methods.bprmf.domains" in result.output
+
+
+def test_validate_reports_a_loader_value_error_as_one_line(tmp_path):
+    data = tmp_path / "x.csv"
+    data.write_text("user,item,domain\nu1,i1,books\nu2,i1,books\n")
+    text = (
+        GOOD.replace(
+            'loader = "synthetic"\npreset = "quickstart"',
+            f'loader = "interactions"\npath = "{data.as_posix()}"\ndomains = ["music"]',
+        )
+        .replace('kind = "bprmf"', 'kind = "popularity"')
+        .replace("[methods.bprmf.params]\nembedding_size = 16\n", "")
+    )
+    result = _validate(tmp_path, text)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert ": datasets.syn: x.csv: domains ['music'] have no rows" in lines[0]

@@ -252,7 +252,11 @@ def check_against_data(loaded: LoadedSpec) -> None:
         files = config.required_files(loaded.base_dir)  # type: ignore[attr-defined]
         if not all(Path(f).is_file() for f, _ in files):
             continue  # load_spec reported the missing file (or it was not asked to)
-        dataset = _load_cached(spec.datasets[name].loader, config, loaded.base_dir, files)
+        try:
+            dataset = _load_cached(spec.datasets[name].loader, config, loaded.base_dir, files)
+        except (FileNotFoundError, ValueError) as exc:  # as the runner reports them
+            add(("datasets", name), str(exc))
+            continue
         for method, mspec in spec.methods.items():
             if mspec.datasets is not None and name not in mspec.datasets:
                 continue

@@ -258,11 +258,14 @@ _LINE_SEPARATOR = "\x1f"
 
 
 def _binary_offset(path: Path) -> int | None:
-    """Offset of the first NUL byte (a binary file), scanning the whole file at C speed."""
+    """Offset of the first NUL (or 0x1f) byte, scanning the whole file at C speed."""
     with open(path, "rb") as handle:
         offset = 0
         while chunk := handle.read(1 << 24):
-            found = chunk.find(b"\x00")
+            # NUL marks a binary file; 0x1f would also split our whole-line read
+            found = min(
+                (i for i in (chunk.find(b"\x00"), chunk.find(b"\x1f")) if i >= 0), default=-1
+            )
             if found >= 0:
                 return offset + found
             offset += len(chunk)
@@ -280,7 +283,9 @@ def check_text_file(path: Path) -> None:
         raise DataError(path, 1, "empty file (0 bytes)")
     if (offset := _binary_offset(path)) is not None:
         raise DataError(
-            path, _line_of_offset(path, offset), "binary data (NUL byte); expected a text file"
+            path,
+            _line_of_offset(path, offset),
+            "binary data (NUL or control byte); expected a text file",
         )
 
 
