@@ -271,3 +271,22 @@ def test_validate_reports_a_loader_value_error_as_one_line(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert ": datasets.syn: x.csv: domains ['music'] have no rows" in lines[0]
+
+
+def test_run_time_negatives_check_is_one_line_with_a_line(tmp_path):
+    data = tmp_path / "x.csv"
+    data.write_text("user,item,domain\nu1,i1,books\nu1,i2,books\nu2,i1,books\nu2,i3,books\n")
+    text = (
+        GOOD.replace(
+            'loader = "synthetic"\npreset = "quickstart"',
+            f'loader = "interactions"\npath = "{data.as_posix()}"',
+        )
+        .replace("negatives = 99", "negatives = 2\nvalidation_k = 1")
+        .replace("ks = [10, 20]", "ks = [1]")
+    )
+    path = _write(tmp_path, text)
+    line = text.splitlines().index("negatives = 2") + 1
+    result = CliRunner().invoke(app, ["plan", str(path), "--out", str(tmp_path / "out")])
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"spec.toml:{line}: protocol.negatives: dataset 'syn': domain 'books'" in lines[0]

@@ -15,7 +15,7 @@ import polars as pl
 
 from harness.data.dataset import Dataset
 from harness.data.loaders import get_loader
-from harness.protocol.candidates import CandidateSet, build_candidates
+from harness.protocol.candidates import CandidateSet, NotEnoughItems, build_candidates
 from harness.protocol.split import Split, leave_one_out
 from harness.spec.load import LoadedSpec, SpecError
 from harness.spec.schema import ProtocolSpec
@@ -91,7 +91,11 @@ def prepare(loaded: LoadedSpec, name: str, store: Store | None) -> PreparedData:
         )
         cands = store.load_candidates(set_id, dataset.domain_names)
     if cands is None:
-        cands = build_candidates(dataset, split, protocol.negatives, protocol.split_seed)
+        try:
+            cands = build_candidates(dataset, split, protocol.negatives, protocol.split_seed)
+        except NotEnoughItems as exc:  # `harness validate` catches this before a run
+            issue = loaded.issue(("protocol", "negatives"), f"dataset {name!r}: {exc}")
+            raise SpecError([issue]) from None
         if store is not None:
             store.save_candidates(
                 set_id,
