@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from pydantic import Field, field_validator
 
 from harness.data.dataset import Dataset
@@ -106,31 +107,39 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def item_uniforms(items: np.ndarray, seed: int, domain: str) -> np.ndarray:
+def item_uniforms(items: np.ndarray | pl.Series, seed: int, domain: str) -> np.ndarray:
     """A stable pseudo-random number in [0, 1) per item id, from (seed, domain, id) only.
 
     FNV-1a (64 bit) over the id's UTF-8 bytes, mixed with the seed and the domain's CRC32 by
-    splitmix64; vectorised over a padded byte matrix in chunks. The value of one item never
+    splitmix64. Vectorised over the ids' Arrow buffers (one numpy step per byte position, over
+    the ids that long), so there is no per-id Python work. The value of one item never
     depends on which other items exist, so adding or removing items changes nothing else.
     """
     key = np.uint64(((seed & _MASK) * 0x9E3779B97F4A7C15 + zlib.crc32(domain.encode())) & _MASK)
     salt = _splitmix64(np.asarray([key], dtype=np.uint64))[0]
-    out = np.empty(len(items), dtype=np.float64)
-    chunk = 1 << 16
+    series = items if isinstance(items, pl.Series) else pl.Series(list(items), dtype=pl.String)
+    if len(series) == 0:
+        return np.empty(0, dtype=np.float64)
+    array = pa.array(series.cast(pl.String).to_arrow()).cast(pa.large_string())
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
+    )
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")  # longest first: byte j concerns a prefix
+    starts = offsets[:-1][order]
+    neg_len = -lengths[order]
+    h = np.full(len(order), 0xCBF29CE484222325, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for start in range(0, len(items), chunk):
-            encoded = [str(v).encode() for v in items[start : start + chunk]]
-            width = max(1, max(len(e) for e in encoded))
-            matrix = np.frombuffer(
-                np.asarray(encoded, dtype=f"S{width}").tobytes(), dtype=np.uint8
-            ).reshape(len(encoded), width)
-            lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-            h = np.full(len(encoded), 0xCBF29CE484222325, dtype=np.uint64)
-            for j in range(width):
-                step = (h ^ matrix[:, j].astype(np.uint64)) * np.uint64(0x100000001B3)
-                h = np.where(j < lengths, step, h)
-            mixed = _splitmix64(h ^ salt)
-            out[start : start + len(encoded)] = (mixed >> np.uint64(11)) * (2.0**-53)
+        for j in range(int(lengths.max())):
+            k = int(np.searchsorted(neg_len, -j, side="left"))  # ids longer than j bytes
+            h[:k] = (h[:k] ^ data[starts[:k] + j].astype(np.uint64)) * np.uint64(0x100000001B3)
+        mixed = _splitmix64(h ^ salt)
+    out = np.empty(len(order), dtype=np.float64)
+    out[order] = (mixed >> np.uint64(11)) * (2.0**-53)
     return out
 
 
@@ -167,16 +176,19 @@ def load_amazon(config: AmazonConfig, base_dir: Path) -> Dataset:
             rejected[f"rating < min_rating {config.min_rating}"] = frame.height - kept_rows.height
             frame = kept_rows
         vocab = frame.select(pl.col("item").unique().sort())["item"]
-        vocab_np = np.asarray(vocab.to_list(), dtype=object)
-        keep = drop_items(vocab_np, config.item_drop_fraction, config.item_drop_seed, domain)
-        kept_items[domain] = {"before": len(vocab_np), "kept": len(keep)}
+        fraction = config.item_drop_fraction
+        keep = vocab
+        if fraction > 0.0 and len(vocab):  # same rule as drop_items, on the polars column
+            values = item_uniforms(vocab, config.item_drop_seed, domain)
+            keep = vocab.filter(pl.Series(values >= fraction))
+        kept_items[domain] = {"before": len(vocab), "kept": len(keep)}
         funnel[domain] = {
             "rows_read": read.rows_read,
             "rows_rejected": rejected,
-            "items_before_drop": len(vocab_np),
+            "items_before_drop": len(vocab),
             "items_after_drop": len(keep),
         }
-        keep_frame = pl.DataFrame({"item": pl.Series(keep.tolist(), dtype=pl.String)})
+        keep_frame = keep.to_frame("item")
         frames.append(
             frame.join(keep_frame, on="item", how="semi").select(
                 "user", "item", pl.lit(domain).alias("domain"), "timestamp"
