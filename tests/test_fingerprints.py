@@ -8,14 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner.prepare import candidate_set_id, load_dataset
+from harness.runner.prepare import candidate_set_id, prepare
 from harness.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
+# spec, dataset -> (dataset fingerprint, candidate-set id, candidate content hash), as computed
+# by the code before issue 12 (commit 3d4f6e6) and unchanged since.
 DATASETS = {
-    ("douban.toml", "douban"): "c7c2c7118db5e324",
-    ("amazon_pairs.toml", "cloth_sport"): "a77c466f9883e6fe",
+    ("douban.toml", "douban"): ("c7c2c7118db5e324", "df9b1aa97c6392a5", "fb20f3073ed89a09"),
+    ("amazon_pairs.toml", "cloth_sport"): (
+        "a77c466f9883e6fe",
+        "f5c4cf45155afc14",
+        "72d6fef3dfcd302c",
+    ),
 }
 
 PROTOCOLS = {
@@ -34,11 +40,13 @@ PROTOCOLS = {
 @pytest.mark.parametrize(("spec", "dataset"), list(DATASETS), ids=[s for s, _ in DATASETS])
 def test_real_dataset_fingerprints_are_pinned(spec, dataset, shared_data):
     loaded = load_spec(REPO / "specs" / spec)
-    ds = load_dataset(loaded, dataset)
-    assert ds.fingerprint() == DATASETS[(spec, dataset)]
+    prepared = prepare(loaded, dataset, None)
+    fingerprint, set_id, content = DATASETS[(spec, dataset)]
+    assert prepared.fingerprint == prepared.dataset.fingerprint() == fingerprint
     # the candidate-set id hashes only the two fingerprints (never the split description)
-    expected = candidate_set_id(DATASETS[(spec, dataset)], loaded.spec.protocol)
-    assert candidate_set_id(ds.fingerprint(), loaded.spec.protocol) == expected
+    assert prepared.candidate_set_id == candidate_set_id(fingerprint, loaded.spec.protocol)
+    assert prepared.candidate_set_id == set_id
+    assert prepared.candidate_hash == content
 
 
 def test_every_shipped_protocol_fingerprint_is_pinned():
