@@ -290,3 +290,17 @@ def test_run_time_negatives_check_is_one_line_with_a_line(tmp_path):
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert f"spec.toml:{line}: protocol.negatives: dataset 'syn': domain 'books'" in lines[0]
+
+
+def test_method_params_are_strict_but_arrays_fill_tuples(tmp_path):
+    text = GOOD.replace("embedding_size = 16", 'embedding_size = 16\nmax_epochs = "200"')
+    (issue,) = _issues(tmp_path, text)
+    assert issue.loc == ("methods", "bprmf", "params", "max_epochs") and "'200'" in issue.message
+    assert issue.line == text.splitlines().index('max_epochs = "200"') + 1
+    neumf = GOOD.replace('kind = "bprmf"', 'kind = "neumf"').replace(
+        "embedding_size = 16", "mlp_layers = [64, 32]"
+    )
+    loaded = load_spec(_write(tmp_path, neumf))  # a TOML array for a tuple field is fine
+    assert tuple(loaded.method_params["bprmf"].mlp_layers) == (64, 32)
+    issues = _issues(tmp_path, neumf.replace("[64, 32]", '["64", 32]'))
+    assert [i.loc for i in issues] == [("methods", "bprmf", "params", "mlp_layers", 0)]

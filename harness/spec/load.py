@@ -7,6 +7,7 @@ in the file), the dotted key path and a fix. All issues are collected before rai
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -124,7 +125,37 @@ def _validate_methods(spec: Spec, add) -> dict[str, MethodParams]:
         except ValidationError as exc:
             for loc, message in _explain(exc, cls.Params, method.params):
                 add(("methods", name, "params", *loc), message)
+            continue
+        for loc, message in _strict_issues(cls.Params, method.params):
+            add(("methods", name, "params", *loc), message)
     return out
+
+
+def _strict_issues(model: type[BaseModel], data: Any) -> list[tuple[tuple, str]]:
+    """Values the lax model accepted only by conversion (``max_epochs = "200"``, ``lr = "1e-3"``,
+    ``flag = "yes"``): strict-mode errors. TOML has no tuples, so an array given for a tuple
+    field is read as a tuple first (its items are then checked strictly). The validated values
+    are those of the lax model, so nothing else changes."""
+    data = copy.deepcopy(data)
+    for _ in range(8):  # each pass turns the arrays strict mode wanted as tuples into tuples
+        try:
+            model.model_validate(data, strict=True)
+            return []
+        except ValidationError as exc:
+            failure = exc
+        errors = failure.errors()
+        tuples = [e for e in errors if e["type"] == "tuple_type" and isinstance(e["input"], list)]
+        if not tuples:
+            return _explain(failure, model, data)
+        for error in tuples:
+            _set_at(data, tuple(error["loc"]), tuple(error["input"]))
+    return []
+
+
+def _set_at(data: Any, loc: tuple, value: Any) -> None:
+    for part in loc[:-1]:
+        data = data[part]
+    data[loc[-1]] = value
 
 
 def _validate_datasets(spec: Spec, base_dir: Path, add, check_files: bool) -> dict[str, BaseModel]:
