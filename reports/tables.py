@@ -736,10 +736,9 @@ def stage_timings_table(ctx: Context, dataset: str) -> Table | None:
     )
 
 
-def _cold_test_cases(ctx: Context, datasets: list[str]) -> dict[tuple[str, str], int]:
-    """(dataset, domain) -> pre-split test items never seen in training (from the loader's
-    ``cold_test_cases`` in the dataset source); empty when no dataset has any."""
-    out: dict[tuple[str, str], int] = {}
+def _sources(ctx: Context, datasets: list[str]) -> dict[str, dict]:
+    """Dataset -> its loader's source record (parsed from the store's JSON)."""
+    out: dict[str, dict] = {}
     protocol = ctx.data.protocol
     if "source" not in protocol.columns:
         return out
@@ -750,11 +749,34 @@ def _cold_test_cases(ctx: Context, datasets: list[str]) -> dict[tuple[str, str],
                 source = json.loads(source)
             except ValueError:
                 continue
-        if not isinstance(source, dict):
-            continue
-        for domain, n in (source.get("cold_test_cases") or {}).items():
-            out[(r["dataset"], domain)] = int(n)
+        if isinstance(source, dict):
+            out[r["dataset"]] = source
+    return out
+
+
+def _cold_test_cases(ctx: Context, datasets: list[str]) -> dict[tuple[str, str], int]:
+    """(dataset, domain) -> pre-split test items never seen in training (from the loader's
+    ``cold_test_cases`` in the dataset source); empty when no dataset has any."""
+    out = {
+        (dataset, domain): int(n)
+        for dataset, source in _sources(ctx, datasets).items()
+        for domain, n in (source.get("cold_test_cases") or {}).items()
+    }
     return out if any(out.values()) else {}
+
+
+def _skipped_rows_note(ctx: Context, datasets: list[str]) -> str:
+    """A sentence per dataset whose loader skipped malformed rows (``on_bad_rows = "skip"``)."""
+    notes = []
+    for dataset, source in _sources(ctx, datasets).items():
+        bad = source.get("bad_rows") or {}
+        total = sum(n for rules in bad.values() for n in rules.values())
+        if total:
+            detail = "; ".join(
+                f"{file}: {rule} ×{n}" for file, rules in bad.items() for rule, n in rules.items()
+            )
+            notes.append(f" {dataset}: {total:,} malformed rows skipped ({detail}).")
+    return "".join(notes)
 
 
 def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
@@ -864,7 +886,8 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
             "training data (source: the loader's cold_test_cases)."
             if cold_items
             else ""
-        ),
+        )
+        + _skipped_rows_note(ctx, datasets),
         sql=sql,
     )
 

@@ -10,7 +10,7 @@ import polars as pl
 from reports.tables import dataset_table
 
 
-def _ctx(cold: dict[str, int] | None) -> SimpleNamespace:
+def _ctx(cold: dict[str, int] | None, bad_rows: dict | None = None) -> SimpleNamespace:
     table1 = pl.DataFrame(
         {
             "dataset": ["p", "p"],
@@ -28,6 +28,8 @@ def _ctx(cold: dict[str, int] | None) -> SimpleNamespace:
     source = {"loader": "amazon_pairs"}
     if cold is not None:
         source["cold_test_cases"] = cold
+    if bad_rows is not None:
+        source["bad_rows"] = bad_rows
     protocol = pl.DataFrame({"dataset": ["p"], "n_users": [10], "source": [json.dumps(source)]})
     test_cases = pl.DataFrame({"dataset": ["p"], "domain": ["cloth"], "n_test_cases": [10]})
     data = SimpleNamespace(table1=table1, protocol=protocol, test_cases=test_cases, experiment="e")
@@ -49,3 +51,10 @@ def test_cold_item_column_appears_only_when_there_are_cold_cases():
     for cold in ({"cloth": 0, "sport": 0}, None):
         heads, rows = _texts(dataset_table(_ctx(cold), ["p"]))
         assert "Cold-item test cases" not in heads
+
+
+def test_skipped_malformed_rows_are_stated_under_table_1():
+    bad = {"cloth_sport/train.txt": {"too few fields: expected 3 (user<TAB>item<TAB>label)": 2}}
+    table = dataset_table(_ctx(None, bad), ["p"])
+    assert "p: 2 malformed rows skipped (cloth_sport/train.txt: too few fields" in table.caption
+    assert "malformed rows skipped" not in dataset_table(_ctx(None), ["p"]).caption
