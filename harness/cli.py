@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -46,10 +47,10 @@ def friendly(func):
             return func(*args, **kwargs)
         except SpecError as exc:
             for issue in exc.issues:
-                err.print(f"[red]error[/] {issue}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (HarnessError, FileNotFoundError) as exc:
-            err.print(f"[red]error[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished cells are stored; rerun to resume")
@@ -78,8 +79,12 @@ def _load(spec: Path, check_files: bool = True):
 @app.command()
 @friendly
 def validate(spec: SpecArg) -> None:
-    """Check a spec (keys, types, methods, parameters, files, cross-references)."""
+    """Check a spec (keys, types, methods, parameters, files, cross-references) and, when the
+    data files exist, what needs the data (domains of methods, enough items for negatives)."""
+    from harness.spec.load import check_against_data
+
     loaded = _load(spec)
+    check_against_data(loaded)
     s = loaded.spec
     n_cells = sum(len(loaded.datasets_of(m)) for m in s.methods) * len(s.experiment.seeds)
     out.print(
@@ -561,23 +566,38 @@ def sql(
 @data_app.command("stats")
 @friendly
 def data_stats(spec: SpecArg) -> None:
-    """Per-domain users, items, interactions (paper Table 1) and the activity distribution."""
-    from harness.data.stats import dataset_statistics
+    """Per-domain users, items, interactions (paper Table 1), the activity distribution and
+    the preprocessing funnel (rows read, rows rejected by rule, items kept, users kept)."""
+    from harness.data.stats import dataset_statistics, preprocessing_funnel
     from harness.runner.prepare import load_dataset
 
     loaded = _load(spec)
     for name in loaded.spec.datasets:
-        frame = dataset_statistics(load_dataset(loaded, name))
-        # One column per domain keeps the many activity statistics readable in a terminal.
-        table = Table(title=f"dataset {name}")
-        table.add_column("statistic")
-        for domain in frame["domain"]:
-            table.add_column(str(domain), justify="right")
-        for col in frame.columns[1:]:
-            table.add_row(
-                col, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in frame[col])
-            )
-        out.print(table)
+        dataset = load_dataset(loaded, name)
+        for title, frame in (
+            (f"dataset {name}", dataset_statistics(dataset)),
+            (f"dataset {name}: preprocessing funnel", preprocessing_funnel(dataset)),
+        ):
+            # One column per domain keeps the many statistics readable in a terminal.
+            table = Table(title=title)
+            table.add_column("statistic")
+            for domain in frame["domain"]:
+                table.add_column(str(domain), justify="right")
+            for col in frame.columns[1:]:
+                if frame[col].null_count() == len(frame):
+                    continue  # a step this loader does not have (e.g. no item deletion)
+                table.add_row(col, *(_stat_text(v) for v in frame[col]))
+            out.print(table)
+        if dataset.source.get("bad_rows"):
+            out.print(f"rows skipped (on_bad_rows = skip): {dataset.source['bad_rows']}")
+
+
+def _stat_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return escape(str(value))
 
 
 @app.command()

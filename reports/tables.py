@@ -736,10 +736,54 @@ def stage_timings_table(ctx: Context, dataset: str) -> Table | None:
     )
 
 
+def _sources(ctx: Context, datasets: list[str]) -> dict[str, dict]:
+    """Dataset -> its loader's source record (parsed from the store's JSON)."""
+    out: dict[str, dict] = {}
+    protocol = ctx.data.protocol
+    if "source" not in protocol.columns:
+        return out
+    for r in protocol.filter(pl.col("dataset").is_in(datasets)).iter_rows(named=True):
+        source = r["source"]
+        if isinstance(source, str):
+            try:
+                source = json.loads(source)
+            except ValueError:
+                continue
+        if isinstance(source, dict):
+            out[r["dataset"]] = source
+    return out
+
+
+def _cold_test_cases(ctx: Context, datasets: list[str]) -> dict[tuple[str, str], int]:
+    """(dataset, domain) -> pre-split test items never seen in training (from the loader's
+    ``cold_test_cases`` in the dataset source); empty when no dataset has any."""
+    out = {
+        (dataset, domain): int(n)
+        for dataset, source in _sources(ctx, datasets).items()
+        for domain, n in (source.get("cold_test_cases") or {}).items()
+    }
+    return out if any(out.values()) else {}
+
+
+def _skipped_rows_note(ctx: Context, datasets: list[str]) -> str:
+    """A sentence per dataset whose loader skipped malformed rows (``on_bad_rows = "skip"``)."""
+    notes = []
+    for dataset, source in _sources(ctx, datasets).items():
+        bad = source.get("bad_rows") or {}
+        total = sum(n for rules in bad.values() for n in rules.values())
+        if total:
+            detail = "; ".join(
+                f"{file}: {rule} ×{n}" for file, rules in bad.items() for rule, n in rules.items()
+            )
+            notes.append(f" {dataset}: {total:,} malformed rows skipped ({detail}).")
+    return "".join(notes)
+
+
 def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
     frame = ctx.data.table1.filter(pl.col("dataset").is_in(datasets))
     if frame.is_empty():
         return None
+    cold_items = _cold_test_cases(ctx, datasets)
     cases = {
         (r["dataset"], r["domain"]): r["n_test_cases"]
         for r in ctx.data.test_cases.iter_rows(named=True)
@@ -757,6 +801,7 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
             Head("Sparse users", sort=8),
             Head("Cold users", sort=9),
         ]
+        + ([Head("Cold-item test cases", sort=10)] if cold_items else [])
     ]
     rows = []
     for r in frame.sort("dataset", "domain").iter_rows(named=True):
@@ -789,6 +834,18 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
                         title="no training interaction in the domain (test item only)",
                     ),
                 ]
+                + (
+                    [
+                        Cell(
+                            f"{cold_items.get((r['dataset'], r['domain']), 0):,}",
+                            cold_items.get((r["dataset"], r["domain"]), 0),
+                            title="pre-split test items with no training interaction in the "
+                            "domain (every model ranks them near chance)",
+                        )
+                    ]
+                    if cold_items
+                    else []
+                )
             )
         )
     for d in datasets:
@@ -801,7 +858,7 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
                         Cell("all (distinct users)", numeric=False),
                         Cell(f"{users[0]:,}", users[0]),
                     ]
-                    + [Cell("") for _ in range(7)],
+                    + [Cell("") for _ in range(7 + bool(cold_items))],
                     cls="total",
                 )
             )
@@ -823,7 +880,14 @@ def dataset_table(ctx: Context, datasets: list[str]) -> Table | None:
         "Users with at least one interaction in the domain, items and interactions of the data as "
         "loaded (held-out items included). Test users: users with a test case (leave-one-out). "
         "Training activity after the split: median, sparse users (1 to sparse_max training "
-        "interactions) and cold users (test item only).",
+        "interactions) and cold users (test item only)."
+        + (
+            " Cold-item test cases: pre-split test items that never occur in the domain's "
+            "training data (source: the loader's cold_test_cases)."
+            if cold_items
+            else ""
+        )
+        + _skipped_rows_note(ctx, datasets),
         sql=sql,
     )
 

@@ -19,9 +19,10 @@ from harness.data.loaders import (
     load_dataset,
     parse_loader_config,
 )
-from harness.data.loaders.amazon import AmazonConfig, drop_items
+from harness.data.loaders.amazon import AmazonConfig, drop_items, item_uniforms
 from harness.data.stats import activity_histogram, dataset_statistics
 
+PINNED_UNIFORM = 0.2166854982522315
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -206,7 +207,7 @@ def test_amazon_item_drop_then_all_domain_users():
     for domain, domain_rows in raw.items():
         vocab = np.asarray(sorted({i for _, i, _, _ in domain_rows}), dtype=object)
         kept = set(drop_items(vocab, fraction, seed, domain).tolist())
-        assert len(kept) == len(vocab) - round(fraction * len(vocab))
+        assert len(kept) == int((item_uniforms(vocab, seed, domain) >= fraction).sum())
         assert ds.source["items_after_drop"][domain] == {"before": len(vocab), "kept": len(kept)}
         expected[domain] = {(u, i) for u, i, _, _ in domain_rows if i in kept}
     common = set.intersection(*({u for u, _ in pairs} for pairs in expected.values()))
@@ -219,11 +220,39 @@ def test_amazon_item_drop_then_all_domain_users():
 def test_drop_items_is_seeded_and_per_domain():
     vocab = np.asarray([f"i{k:03d}" for k in range(100)], dtype=object)
     kept = drop_items(vocab, 0.7, 0, "books")
-    assert len(kept) == 30 and set(kept) <= set(vocab) and kept.tolist() == sorted(kept)
+    assert 15 <= len(kept) <= 45 and set(kept) <= set(vocab) and kept.tolist() == sorted(kept)
     assert drop_items(vocab, 0.7, 0, "books").tolist() == kept.tolist()
     assert drop_items(vocab, 0.7, 1, "books").tolist() != kept.tolist()
     assert drop_items(vocab, 0.7, 0, "movies").tolist() != kept.tolist()
     assert len(drop_items(vocab, 0.0, 0, "books")) == 100
+
+
+def test_drop_items_fraction_is_close_on_a_large_vocabulary():
+    vocab = np.asarray([f"B{k:09d}" for k in range(200_000)], dtype=object)
+    kept = drop_items(vocab, 0.7, 0, "books")
+    assert abs(len(kept) / len(vocab) - 0.3) < 0.005
+
+
+def test_drop_items_one_item_more_or_less_changes_nothing_else():
+    """The per-item hash: adding or removing one item never changes another item's fate
+    (the old sorted-vocabulary permutation kept only ~38% of the same items)."""
+    rng = np.random.default_rng(0)
+    vocab = np.asarray(sorted({f"{rng.integers(10**9):010d}" for _ in range(5000)}), dtype=object)
+    kept = set(drop_items(vocab, 0.7, 0, "books").tolist())
+    plus = set(drop_items(np.append(vocab, "0000000000X"), 0.7, 0, "books").tolist())
+    assert plus - {"0000000000X"} == kept
+    for removed in (vocab[0], vocab[len(vocab) // 2], sorted(kept)[0]):
+        minus = set(drop_items(vocab[vocab != removed], 0.7, 0, "books").tolist())
+        assert minus == kept - {removed}
+    # unicode and very long ids hash too, and the value depends on the id alone
+    odd = np.asarray(["é" * 3, "x" * 5000, "书"], dtype=object)
+    values = item_uniforms(odd, 0, "books")
+    assert ((values >= 0) & (values < 1)).all()
+    assert item_uniforms(odd[:1], 0, "books")[0] == values[0]
+    # pinned values: the hash is part of the preprocessing contract
+    assert item_uniforms(np.asarray(["B000001"], dtype=object), 0, "books")[0] == pytest.approx(
+        PINNED_UNIFORM, abs=1e-12
+    )
 
 
 def test_amazon_missing_file_hint(tmp_path):
@@ -436,3 +465,14 @@ def test_statistics_count_fixed_test_items():
     )
     alpha = dataset_statistics(ds).row(0, named=True)
     assert (alpha["users"], alpha["interactions"]) == (3, 7)
+    # Table 1 shows cold-item test cases whenever there are any, and only then
+    stats = dataset_statistics(ds)
+    assert stats["cold_test_cases"].to_list() == [
+        *ds.source["cold_test_cases"].values(),
+        sum(ds.source["cold_test_cases"].values()),
+    ]
+    assert sum(ds.source["cold_test_cases"].values()) > 0
+    warm = load_dataset(
+        {"loader": "amazon_pairs", "path": "amazon_pairs", "pair": "alpha_beta"}, FIXTURES
+    )
+    assert "cold_test_cases" not in dataset_statistics(warm).columns

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness.data.dataset import Dataset, DomainData
+from harness.data.dataset import Dataset, DomainData, HeldOut
 from harness.protocol.candidates import NotEnoughItems, build_candidates
 from harness.protocol.split import leave_one_out
 from tests.conftest import make_dataset
@@ -93,3 +93,38 @@ def test_too_small_domain_gives_a_clear_error():
     ds = make_dataset(n_users=5, items=(40,))
     with pytest.raises(NotEnoughItems, match=r"lower protocol\.negatives"):
         build_candidates(ds, leave_one_out(ds, 0), n_negatives=99, seed=0)
+
+
+def test_split_rule_states_the_pre_split_rule_for_fixed_test_data():
+    """Pre-split data records the rule actually applied (fixed test item from the source's
+    file, validation from training) and never the generic leave-one-out sentence."""
+    from pathlib import Path
+
+    from harness.data.loaders import load_dataset
+    from harness.protocol.split import SPLIT_RULE, split_rule
+
+    fixtures = Path(__file__).parent / "fixtures"
+    pairs = load_dataset(
+        {"loader": "amazon_pairs", "path": "amazon_pairs", "pair": "alpha_beta"}, fixtures
+    )
+    rule = leave_one_out(pairs, 0).rule
+    assert rule == split_rule(pairs) != SPLIT_RULE
+    assert "fixed by the source's test file (test.txt)" in rule
+    assert "seeded permutation (the source has no timestamps)" in rule
+    assert "last interaction -> test" not in rule
+    assert leave_one_out(make_dataset(), 0).rule == SPLIT_RULE
+    # mixed: one pre-split domain beside a leave-one-out one names both
+    base = make_dataset()
+    d0 = base.domains["d0"]
+    held = DomainData(
+        "d0",
+        d0.item_ids,
+        d0.users[1:],
+        d0.items[1:],
+        d0.timestamps[1:],
+        fixed_test=HeldOut(users=d0.users[:1], items=d0.items[:1]),
+    )
+    mixed = Dataset(base.name, base.user_ids, {"d0": held, "d1": base.domains["d1"]}, {})
+    text = split_rule(mixed)
+    assert text.startswith("domains d0: pre-split source") and "Domains d1: leave-one-out" in text
+    assert "by timestamp" in text

@@ -68,6 +68,9 @@ class Dataset:
     source: dict = field(
         default_factory=dict
     )  # loader name, files and preprocessing, for provenance
+    # Preprocessing funnel per domain (rows read, rows rejected by rule, items after a drop),
+    # shown by `harness data stats`; a by-product of loading, not part of the fingerprint.
+    funnel: dict = field(default_factory=dict, compare=False)
 
     @property
     def n_users(self) -> int:

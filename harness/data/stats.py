@@ -13,7 +13,14 @@ import polars as pl
 
 from harness.data.dataset import Dataset, DomainData
 
-__all__ = ["DEFAULT_EDGES", "activity_histogram", "dataset_statistics", "user_activity"]
+__all__ = [
+    "DEFAULT_EDGES",
+    "activity_histogram",
+    "cold_test_cases",
+    "dataset_statistics",
+    "preprocessing_funnel",
+    "user_activity",
+]
 
 # Lower bounds of the activity buckets: 1, 2, 3, 4, 5, 6-10, 11-20, 21-50, 51+.
 DEFAULT_EDGES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 11, 21, 51)
@@ -57,12 +64,79 @@ def _activity_row(counts: pl.Series) -> dict[str, float]:
     }
 
 
+def cold_test_cases(domain: DomainData) -> int:
+    """Pre-split test items with no training interaction in the domain (every model misses
+    them: nothing was learnt about the item)."""
+    if domain.fixed_test is None:
+        return 0
+    return int(np.isin(domain.fixed_test.items, domain.items, invert=True).sum())
+
+
+def preprocessing_funnel(ds: Dataset) -> pl.DataFrame:
+    """Per domain: rows read, rows rejected (in total, then one ``rejected: <rule>`` column per
+    rule), items before and after an item deletion, then users, items and interactions left
+    after the user filter. Steps a loader does not have are null."""
+    funnel = ds.funnel or {}
+    steps = [(name, funnel.get(name, {}), domain) for name, domain in ds.domains.items()]
+    whole_file = funnel.get("(file)")  # loaders reading one file for all domains
+    rules = sorted(
+        {r for _, step, _ in steps for r in step.get("rows_rejected", {})}
+        | set((whole_file or {}).get("rows_rejected", {}))
+    )
+
+    def row(name: str, step: dict, users: int, items: int, inter: int) -> dict:
+        rejected = step.get("rows_rejected", {})
+        return {
+            "domain": name,
+            "rows_read": step.get("rows_read"),
+            "rows_rejected": sum(rejected.values()) if step else None,
+            **{f"rejected: {r}": rejected.get(r, 0) if step else None for r in rules},
+            "items_before_drop": step.get("items_before_drop"),
+            "items_after_drop": step.get("items_after_drop"),
+            "users_after_filter": users,
+            "items_after_filter": items,
+            "interactions": inter,
+        }
+
+    rows = [
+        row(name, step, len(domain.all_users()), domain.n_items, domain.n_interactions)
+        for name, step, domain in steps
+    ]
+    if whole_file is not None:
+        rows.append(
+            row(
+                "all",
+                whole_file,
+                ds.n_users,
+                sum(d.n_items for d in ds.domains.values()),
+                sum(d.n_interactions for d in ds.domains.values()),
+            )
+        )
+    schema = {"domain": pl.String, "rows_read": pl.Int64, "rows_rejected": pl.Int64}
+    schema.update({f"rejected: {r}": pl.Int64 for r in rules})
+    schema.update(
+        {
+            k: pl.Int64
+            for k in (
+                "items_before_drop",
+                "items_after_drop",
+                "users_after_filter",
+                "items_after_filter",
+                "interactions",
+            )
+        }
+    )
+    return pl.DataFrame(rows, schema=schema)
+
+
 def dataset_statistics(ds: Dataset) -> pl.DataFrame:
     """One row per domain plus "all": users, items, interactions, density, activity.
 
     ``users`` counts users with >= 1 interaction in the domain; activity columns describe
     interactions per such user. In "all", users are distinct over domains, items and
-    interactions are summed, and activity is a user's total over domains.
+    interactions are summed, and activity is a user's total over domains. A column
+    ``cold_test_cases`` (pre-split test items never seen in the domain's training data) is
+    added whenever there are any.
     """
     activity = user_activity(ds)
     rows = []
@@ -108,7 +182,11 @@ def dataset_statistics(ds: Dataset) -> pl.DataFrame:
         "share_users_2": pl.Float64,
         "share_users_le5": pl.Float64,
     }
-    return pl.DataFrame(rows, schema=schema)
+    frame = pl.DataFrame(rows, schema=schema)
+    cold = [cold_test_cases(d) for d in ds.domains.values()]
+    if any(cold):
+        frame = frame.with_columns(pl.Series("cold_test_cases", [*cold, sum(cold)], dtype=pl.Int64))
+    return frame
 
 
 def activity_histogram(ds: Dataset, edges: Sequence[int] = DEFAULT_EDGES) -> pl.DataFrame:

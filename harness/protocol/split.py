@@ -7,7 +7,9 @@ Rule, recorded in every run:
 Without timestamps the order is a seeded random permutation. Timestamp ties are broken by the
 same seeded permutation, so the split never depends on file order.
 Pre-split sources (``DomainData.fixed_test``) keep their test item; validation is then the last
-training interaction (>= 2 training interactions required, so nobody is left with none).
+training interaction (>= 2 training interactions required, so nobody is left with none); in a
+seeded random order when the source has no timestamps. :func:`split_rule` states which rule a
+dataset got; it is stored with the candidate lists (the candidate-set id does not hash it).
 """
 
 from __future__ import annotations
@@ -18,13 +20,50 @@ import numpy as np
 
 from harness.data.dataset import Dataset, DomainData
 
-__all__ = ["SPLIT_RULE", "DomainSplit", "Split", "leave_one_out"]
+__all__ = [
+    "SPLIT_RULE",
+    "SPLIT_RULE_FIXED_TEST",
+    "DomainSplit",
+    "Split",
+    "leave_one_out",
+    "split_rule",
+]
 
 SPLIT_RULE = (
     "leave-one-out per (user, domain): last interaction -> test, second-to-last -> validation "
     "when the user has >= 3; users with 2 get 1 train + 1 test, users with 1 get test only; "
     "order by timestamp, ties and missing timestamps broken by a seeded permutation"
 )
+
+# Pre-split sources (DomainData.fixed_test): what _split_domain actually does with them.
+SPLIT_RULE_FIXED_TEST = (
+    "pre-split source: the test item of each (user, domain) is fixed by the source's test file"
+    "{file}; validation = {which} when the user has >= 2 "
+    "training interactions, the rest train; users with 1 training interaction have no "
+    "validation case"
+)
+
+
+def split_rule(dataset: Dataset) -> str:
+    """The split rule applied to ``dataset``, as recorded with its candidate lists: the
+    leave-one-out rule, the pre-split rule (fixed test item from the source file) or both,
+    each naming its domains, when a dataset mixes them."""
+    fixed = [n for n, d in dataset.domains.items() if d.fixed_test is not None]
+    if not fixed:
+        return SPLIT_RULE
+    test_file = dataset.source.get("fixed_test")
+    timed = all(dataset.domains[n].timestamps is not None for n in fixed)
+    pre = SPLIT_RULE_FIXED_TEST.format(
+        file=f" ({test_file})" if test_file else "",
+        which="the user's last training interaction by timestamp (ties by a seeded permutation)"
+        if timed
+        else "one of the user's training interactions chosen by a seeded permutation (the "
+        "source has no timestamps)",
+    )
+    rest = [n for n in dataset.domain_names if n not in fixed]
+    if not rest:
+        return pre
+    return f"domains {', '.join(fixed)}: {pre}. Domains {', '.join(rest)}: {SPLIT_RULE}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,7 @@ def leave_one_out(dataset: Dataset, seed: int) -> Split:
         # One child generator per domain keeps a domain's split independent of the others.
         child = np.random.default_rng(rng.integers(2**63))
         out[name] = _split_domain(dataset.domains[name], child)
-    return Split(domains=out, seed=seed)
+    return Split(domains=out, seed=seed, rule=split_rule(dataset))
 
 
 def _order_within_user(

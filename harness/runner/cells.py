@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from harness.evaluation.metrics import METRICS_VERSION
 from harness.runner.prepare import PreparedData
-from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.spec.load import LoadedSpec, SpecError
 from methods.base import MethodParams
 from methods.registry import get_method
 
@@ -118,8 +118,7 @@ def plan_cells(
             if missing:
                 raise SpecError(
                     [
-                        SpecIssue(
-                            str(loaded.path),
+                        loaded.issue(
                             ("methods", method_name, "domains"),
                             f"dataset {dataset_name!r} has no domain(s) {missing}; "
                             f"it has {data.dataset.domain_names}",

@@ -15,9 +15,9 @@ import polars as pl
 
 from harness.data.dataset import Dataset
 from harness.data.loaders import get_loader
-from harness.protocol.candidates import CandidateSet, build_candidates
+from harness.protocol.candidates import CandidateSet, NotEnoughItems, build_candidates
 from harness.protocol.split import Split, leave_one_out
-from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.spec.load import LoadedSpec, SpecError
 from harness.store.store import Store
 
 __all__ = ["PreparedData", "candidate_set_id", "load_dataset", "prepare"]
@@ -51,7 +51,7 @@ def load_dataset(loaded: LoadedSpec, name: str) -> Dataset:
     try:
         dataset = loader.load(config, loaded.base_dir)
     except (FileNotFoundError, ValueError) as exc:
-        raise SpecError([SpecIssue(str(loaded.path), ("datasets", name), str(exc))]) from None
+        raise SpecError([loaded.issue(("datasets", name), str(exc))]) from None
     dataset.validate()
     return dataset
 
@@ -90,7 +90,11 @@ def prepare(loaded: LoadedSpec, name: str, store: Store | None) -> PreparedData:
         )
         cands = store.load_candidates(set_id, dataset.domain_names)
     if cands is None:
-        cands = build_candidates(dataset, split, protocol.negatives, protocol.split_seed)
+        try:
+            cands = build_candidates(dataset, split, protocol.negatives, protocol.split_seed)
+        except NotEnoughItems as exc:  # `harness validate` catches this before a run
+            issue = loaded.issue(("protocol", "negatives"), f"dataset {name!r}: {exc}")
+            raise SpecError([issue]) from None
         if store is not None:
             store.save_candidates(
                 set_id,

@@ -7,6 +7,7 @@ in the file), the dotted key path and a fix. All issues are collected before rai
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -23,7 +24,7 @@ from harness.spec.schema import Spec
 from methods.base import MethodParams
 from methods.registry import UnknownMethod, get_method
 
-__all__ = ["LoadedSpec", "SpecError", "SpecIssue", "load_spec"]
+__all__ = ["LoadedSpec", "SpecError", "SpecIssue", "check_against_data", "load_spec"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class LoadedSpec:
     def spec_hash(self) -> str:
         canonical = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def issue(self, loc: tuple, message: str) -> SpecIssue:
+        """A :class:`SpecIssue` at ``loc`` with its line in this spec's text (for checks that
+        run after loading, e.g. in the runner)."""
+        return SpecIssue(str(self.path), tuple(loc), message, _KeyLocator(self.text)(loc))
 
     def method_label(self, name: str) -> str:
         return self.spec.methods[name].label or name
@@ -127,7 +133,37 @@ def _validate_methods(spec: Spec, add) -> dict[str, MethodParams]:
         except ValidationError as exc:
             for loc, message in _explain(exc, cls.Params, method.params):
                 add(("methods", name, "params", *loc), message)
+            continue
+        for loc, message in _strict_issues(cls.Params, method.params):
+            add(("methods", name, "params", *loc), message)
     return out
+
+
+def _strict_issues(model: type[BaseModel], data: Any) -> list[tuple[tuple, str]]:
+    """Values the lax model accepted only by conversion (``max_epochs = "200"``, ``lr = "1e-3"``,
+    ``flag = "yes"``): strict-mode errors. TOML has no tuples, so an array given for a tuple
+    field is read as a tuple first (its items are then checked strictly). The validated values
+    are those of the lax model, so nothing else changes."""
+    data = copy.deepcopy(data)
+    for _ in range(8):  # each pass turns the arrays strict mode wanted as tuples into tuples
+        try:
+            model.model_validate(data, strict=True)
+            return []
+        except ValidationError as exc:
+            failure = exc
+        errors = failure.errors()
+        tuples = [e for e in errors if e["type"] == "tuple_type" and isinstance(e["input"], list)]
+        if not tuples:
+            return _explain(failure, model, data)
+        for error in tuples:
+            _set_at(data, tuple(error["loc"]), tuple(error["input"]))
+    return []
+
+
+def _set_at(data: Any, loc: tuple, value: Any) -> None:
+    for part in loc[:-1]:
+        data = data[part]
+    data[loc[-1]] = value
 
 
 def _validate_datasets(spec: Spec, base_dir: Path, add, check_files: bool) -> dict[str, BaseModel]:
@@ -142,7 +178,8 @@ def _validate_datasets(spec: Spec, base_dir: Path, add, check_files: bool) -> di
             continue
         options = dataset.options()
         try:
-            config = loader.config_model.model_validate(options)
+            # strict: a quoted number or boolean in a dataset table is an error, as elsewhere
+            config = loader.config_model.model_validate(options, strict=True)
         except ValidationError as exc:
             for loc, message in _explain(exc, loader.config_model, options):
                 add(("datasets", name, *loc), message)
@@ -185,10 +222,11 @@ def _cross_check(spec: Spec, loader_configs: dict[str, BaseModel], add) -> None:
         if not method.domains:
             continue
         for dataset in method.datasets or list(spec.datasets):
-            config = loader_configs.get(dataset)
-            declared = getattr(config, "domains", None)
+            if dataset not in spec.datasets:
+                continue
+            declared = _declared_domains(loader_configs.get(dataset))
             if declared is None:
-                continue  # domains known only after loading; the runner checks them then
+                continue  # domains known only after loading: check_against_data does it
             for domain in method.domains:
                 if domain not in declared:
                     add(
@@ -196,6 +234,100 @@ def _cross_check(spec: Spec, loader_configs: dict[str, BaseModel], add) -> None:
                         f"dataset {dataset!r} has no domain {domain!r}; "
                         + _unknown("domain", domain, list(declared)),
                     )
+
+
+def _declared_domains(config: BaseModel | None) -> list[str] | None:
+    """The domains a loader config will produce, when known without loading data."""
+    if config is None:
+        return None
+    if getattr(config, "domains", None) is not None:
+        return list(config.domains)  # type: ignore[attr-defined]
+    for attr in ("chosen_domains", "resolve"):  # amazon, amazon_pairs / synthetic
+        if hasattr(config, attr):
+            try:
+                found = getattr(config, attr)()
+            except (ValueError, KeyError, TypeError):
+                return None
+            domains = getattr(found, "domains", found)
+            return list(domains) if domains is not None else None
+    return None
+
+
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def _load_cached(loader: str, config: BaseModel, base_dir: Path, files: list) -> Any:
+    """Load a dataset for validation; repeated validations in one process (tests, tools)
+    reuse it while the config and the files (path, size, mtime) are unchanged."""
+    from harness.data.loaders import get_loader
+
+    stats = tuple((str(f), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f, _ in files)
+    key = (loader, config.model_dump_json(), str(Path(base_dir).resolve()), stats)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= 8:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = get_loader(loader).load(config, base_dir)
+    return _DATA_CACHE[key]
+
+
+def check_against_data(loaded: LoadedSpec) -> None:
+    """Checks that need the data (``harness validate`` runs them when the files exist): every
+    method's ``domains`` exist in the loaded dataset, and every domain has enough items the
+    busiest user never touched to draw ``protocol.negatives`` (else the run would stop with
+    NotEnoughItems). Raises :class:`SpecError`; data files that are malformed raise the
+    loader's DataError (exit 3)."""
+    import numpy as np
+
+    locate = _KeyLocator(loaded.text)
+    shown = str(loaded.path)
+    issues: list[SpecIssue] = []
+
+    def add(loc: tuple, message: str) -> None:
+        issues.append(SpecIssue(shown, tuple(loc), message, locate(loc)))
+
+    spec = loaded.spec
+    negatives = spec.protocol.negatives
+    for name, config in loaded.loader_configs.items():
+        files = config.required_files(loaded.base_dir)  # type: ignore[attr-defined]
+        if not all(Path(f).is_file() for f, _ in files):
+            continue  # load_spec reported the missing file (or it was not asked to)
+        try:
+            dataset = _load_cached(spec.datasets[name].loader, config, loaded.base_dir, files)
+        except (FileNotFoundError, ValueError) as exc:  # as the runner reports them
+            add(("datasets", name), str(exc))
+            continue
+        for method, mspec in spec.methods.items():
+            if mspec.datasets is not None and name not in mspec.datasets:
+                continue
+            for domain in mspec.domains or []:
+                if domain not in dataset.domains:
+                    add(
+                        ("methods", method, "domains"),
+                        f"dataset {name!r} has no domain {domain!r}; "
+                        + _unknown("domain", domain, dataset.domain_names),
+                    )
+        for domain_name, domain in dataset.domains.items():
+            users = domain.users
+            items = domain.items
+            if domain.fixed_test is not None:
+                users = np.concatenate([users, domain.fixed_test.users])
+                items = np.concatenate([items, domain.fixed_test.items])
+            if len(users) == 0:
+                continue
+            keys = np.unique(users.astype(np.int64) * max(domain.n_items, 1) + items)
+            seen = np.bincount(keys // max(domain.n_items, 1))
+            worst = int(seen.argmax())
+            available = domain.n_items - int(seen[worst])
+            if available < negatives:
+                add(
+                    ("protocol", "negatives"),
+                    f"{negatives} negatives cannot be drawn in dataset {name!r} domain "
+                    f"{domain_name!r}: it has {domain.n_items} items and user "
+                    f"{dataset.user_ids[worst]!r} interacted with {int(seen[worst])}, leaving "
+                    f"{available}; lower protocol.negatives to at most {max(available, 0)}",
+                )
+    if issues:
+        raise SpecError(issues)
 
 
 def _unknown(what: str, value: str, known: list[str]) -> str:

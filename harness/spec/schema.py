@@ -19,7 +19,10 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors, and so are values of the wrong TOML type: ``negatives = "99"``
+    or ``full_ranking = "yes"`` are not silently converted (pydantic strict mode)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ExperimentSpec(_Strict):
@@ -84,20 +87,23 @@ class ProtocolSpec(_Strict):
         "in the domain; a last open bucket is added (default: 9 groups, Fig. 5)",
     )
 
-    @field_validator("ks", "buckets")
-    @classmethod
-    def _sorted_unique(cls, value: list[int]) -> list[int]:
-        if sorted(set(value)) != value:
-            raise ValueError(f"must be strictly increasing: {value}")
-        if any(v < 0 for v in value):
-            raise ValueError(f"must be non-negative: {value}")
-        return value
-
     @field_validator("ks")
     @classmethod
     def _positive_k(cls, value: list[int]) -> list[int]:
+        # One message for every K below 1 (0 and negative alike), checked before the order.
         if any(v < 1 for v in value):
             raise ValueError(f"cut-offs must be >= 1: {value}")
+        if sorted(set(value)) != value:
+            raise ValueError(f"must be strictly increasing: {value}")
+        return value
+
+    @field_validator("buckets")
+    @classmethod
+    def _sorted_unique(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError(f"must be non-negative: {value}")
+        if sorted(set(value)) != value:
+            raise ValueError(f"must be strictly increasing: {value}")
         return value
 
     def fingerprint(self) -> str:

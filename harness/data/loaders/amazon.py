@@ -3,12 +3,15 @@
 Each file holds ``user,item,rating,timestamp`` rows (no header; a header line is tolerated).
 Preprocessing, in this order (the order changes the result, so it is part of the contract):
 
-1. read lazily with polars (``scan_csv``, streaming collect) and, if ``min_rating`` is set,
-   keep only ratings >= ``min_rating``;
-2. per domain, drop ``item_drop_fraction`` of the items (the paper "randomly deleted 70% of
-   the items"): the sorted item vocabulary of that domain is permuted by a numpy Generator
-   seeded with (``item_drop_seed``, CRC32 of the domain name), so the choice is deterministic
-   and independent of which other domains are loaded; all rows of a dropped item go;
+1. read with polars (vectorised, streaming); every row must be ``user,item,rating,timestamp``
+   with a numeric rating and an integer timestamp (3- or 5-field lines, ``five`` as a rating
+   or a missing timestamp are errors naming file and line, or skipped and counted with
+   ``on_bad_rows = "skip"``); if ``min_rating`` is set, keep only ratings >= ``min_rating``;
+2. per domain, drop about ``item_drop_fraction`` of the items (the paper "randomly deleted 70%
+   of the items"): an item goes when a seeded hash of (``item_drop_seed``, domain, item id)
+   mapped to [0, 1) is below the fraction (:func:`item_uniforms`), so each item's fate is
+   deterministic and independent of every other item and domain (one extra item line in a
+   dump changes nothing else); all rows of a dropped item go;
 3. dedupe (user, item) pairs per domain, keeping the latest timestamp;
 4. keep users per ``keep_users`` (default: users with an interaction in every chosen domain).
 
@@ -18,25 +21,32 @@ k-core. Every rating is an implicit interaction.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from pydantic import Field, field_validator
 
 from harness.data.dataset import Dataset
 from harness.data.loaders._common import (
+    BadRowsOption,
+    Column,
     KeepUsers,
     LoaderConfig,
+    ReadResult,
+    bad_rows_record,
     build_dataset,
     check_files,
     file_record,
+    read_delimited,
     resolve_path,
 )
 
-__all__ = ["DEFAULT_FILES", "AmazonConfig", "drop_items", "load_amazon"]
+__all__ = ["DEFAULT_FILES", "AmazonConfig", "drop_items", "item_uniforms", "load_amazon"]
 
 DEFAULT_FILES: dict[str, str] = {
     "books": "ratings_Books.csv",
@@ -50,10 +60,11 @@ HINT = (
     "unchanged as {name} (rows 'user,item,rating,timestamp', no header)"
 )
 
-_SCHEMA = {"user": pl.String, "item": pl.String, "rating": pl.Float64, "timestamp": pl.Int64}
+COLUMNS = (Column("user"), Column("item"), Column("rating", "float"), Column("timestamp", "int"))
+_MASK = (1 << 64) - 1
 
 
-class AmazonConfig(LoaderConfig):
+class AmazonConfig(BadRowsOption, LoaderConfig):
     """``path``: directory holding the ``files`` (domain -> file name)."""
 
     loader: Literal["amazon"] = "amazon"
@@ -87,30 +98,60 @@ class AmazonConfig(LoaderConfig):
         ]
 
 
-def _has_header(path: Path) -> bool:
-    """A header line is present when the first row's timestamp field is not an integer."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        fields = handle.readline().strip().split(",")
-    return len(fields) < 4 or not fields[3].strip().lstrip("-").isdigit()
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def _scan(path: Path) -> pl.LazyFrame:
-    return pl.scan_csv(
-        path,
-        has_header=False,
-        skip_rows=1 if _has_header(path) else 0,
-        schema=_SCHEMA,
-        quote_char='"',
+def item_uniforms(items: np.ndarray | pl.Series, seed: int, domain: str) -> np.ndarray:
+    """A stable pseudo-random number in [0, 1) per item id, from (seed, domain, id) only.
+
+    FNV-1a (64 bit) over the id's UTF-8 bytes, mixed with the seed and the domain's CRC32 by
+    splitmix64. Vectorised over the ids' Arrow buffers (one numpy step per byte position, over
+    the ids that long), so there is no per-id Python work. The value of one item never
+    depends on which other items exist, so adding or removing items changes nothing else.
+    """
+    key = np.uint64(((seed & _MASK) * 0x9E3779B97F4A7C15 + zlib.crc32(domain.encode())) & _MASK)
+    salt = _splitmix64(np.asarray([key], dtype=np.uint64))[0]
+    series = items if isinstance(items, pl.Series) else pl.Series(list(items), dtype=pl.String)
+    if len(series) == 0:
+        return np.empty(0, dtype=np.float64)
+    array = pa.array(series.cast(pl.String).to_arrow()).cast(pa.large_string())
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
     )
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")  # longest first: byte j concerns a prefix
+    starts = offsets[:-1][order]
+    neg_len = -lengths[order]
+    h = np.full(len(order), 0xCBF29CE484222325, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(int(lengths.max())):
+            k = int(np.searchsorted(neg_len, -j, side="left"))  # ids longer than j bytes
+            h[:k] = (h[:k] ^ data[starts[:k] + j].astype(np.uint64)) * np.uint64(0x100000001B3)
+        mixed = _splitmix64(h ^ salt)
+    out = np.empty(len(order), dtype=np.float64)
+    out[order] = (mixed >> np.uint64(11)) * (2.0**-53)
+    return out
 
 
 def drop_items(items: np.ndarray, fraction: float, seed: int, domain: str) -> np.ndarray:
-    """Return the kept subset of the sorted vocabulary ``items`` (sorted), dropping a seeded
-    ``round(fraction * len(items))`` of them."""
-    n_drop = round(fraction * len(items))
-    rng = np.random.default_rng([seed, zlib.crc32(domain.encode())])
-    order = rng.permutation(len(items))
-    return np.sort(items[order[n_drop:]])
+    """Return the kept subset of ``items`` (sorted): an item is dropped when its seeded hash
+    value (:func:`item_uniforms`) is below ``fraction``, so about ``fraction`` of the items go
+    and each item's fate depends only on (seed, domain, item id)."""
+    items = np.asarray(items, dtype=object)
+    if fraction <= 0.0 or len(items) == 0:
+        return np.sort(items)
+    keep = item_uniforms(items, seed, domain) >= fraction
+    return np.sort(items[keep])
 
 
 def load_amazon(config: AmazonConfig, base_dir: Path) -> Dataset:
@@ -120,17 +161,36 @@ def load_amazon(config: AmazonConfig, base_dir: Path) -> Dataset:
     domains = config.chosen_domains()
     frames = []
     kept_items: dict[str, dict[str, int]] = {}
+    funnel: dict[str, dict] = {}
+    results: dict[str, ReadResult] = {}
     for domain in domains:
-        lazy = _scan(root / config.files[domain])
+        path = root / config.files[domain]
+        read = read_delimited(
+            path, COLUMNS, separator=",", on_bad_rows=config.on_bad_rows, strip_quotes=True
+        )
+        results[file_record(path, root)["name"]] = read
+        frame = read.frame
+        rejected = {f"malformed: {rule}": n for rule, n in read.rejected.items()}
         if config.min_rating is not None:
-            lazy = lazy.filter(pl.col("rating") >= config.min_rating)
-        vocab = lazy.select(pl.col("item").unique()).collect(engine="streaming")["item"].sort()
-        vocab_np = np.asarray(vocab.to_list(), dtype=object)
-        keep = drop_items(vocab_np, config.item_drop_fraction, config.item_drop_seed, domain)
-        kept_items[domain] = {"before": len(vocab_np), "kept": len(keep)}
-        keep_frame = pl.DataFrame({"item": pl.Series(keep.tolist(), dtype=pl.String)})
+            kept_rows = frame.filter(pl.col("rating") >= config.min_rating)
+            rejected[f"rating < min_rating {config.min_rating}"] = frame.height - kept_rows.height
+            frame = kept_rows
+        vocab = frame.select(pl.col("item").unique().sort())["item"]
+        fraction = config.item_drop_fraction
+        keep = vocab
+        if fraction > 0.0 and len(vocab):  # same rule as drop_items, on the polars column
+            values = item_uniforms(vocab, config.item_drop_seed, domain)
+            keep = vocab.filter(pl.Series(values >= fraction))
+        kept_items[domain] = {"before": len(vocab), "kept": len(keep)}
+        funnel[domain] = {
+            "rows_read": read.rows_read,
+            "rows_rejected": rejected,
+            "items_before_drop": len(vocab),
+            "items_after_drop": len(keep),
+        }
+        keep_frame = keep.to_frame("item")
         frames.append(
-            lazy.join(keep_frame.lazy(), on="item", how="semi").select(
+            frame.join(keep_frame, on="item", how="semi").select(
                 "user", "item", pl.lit(domain).alias("domain"), "timestamp"
             )
         )
@@ -144,12 +204,18 @@ def load_amazon(config: AmazonConfig, base_dir: Path) -> Dataset:
         "min_rating": config.min_rating,
         "implicit": True,
         "order": ["read+min_rating", "drop_items", "dedupe", "keep_users"],
+        "item_drop": "per-item hash of (seed, domain, item id) < fraction",
         "items_after_drop": kept_items,
+        "rows_read": {d: funnel[d]["rows_read"] for d in domains},
     }
-    return build_dataset(
+    if config.on_bad_rows != "error":
+        source["on_bad_rows"] = config.on_bad_rows
+        source["bad_rows"] = bad_rows_record(results)
+    dataset = build_dataset(
         pl.concat(frames),
         name="amazon-" + "-".join(domains),
         source=source,
         domains=domains,
         keep_users=config.keep_users,
     )
+    return dataclasses.replace(dataset, funnel=funnel)

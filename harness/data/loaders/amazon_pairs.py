@@ -8,11 +8,14 @@ DisenCDR evaluates on: ``test_original.txt`` without the test items that never o
 (cold items every model scores near zero); ``"test_original"`` keeps one item per user, cold
 ones included (their count is recorded in ``source`` as ``cold_test_cases``). The files carry
 no time, so timestamps are None. A test pair that also occurs in train is removed
-from train (it would leak the answer); the count is recorded in ``source``.
+from train (it would leak the answer); the count is recorded in ``source``. Rows must be
+``user<TAB>item<TAB>number`` (duplicate training rows count once); a test file with two items
+for one user is an error naming its line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -21,10 +24,17 @@ from pydantic import field_validator
 
 from harness.data.dataset import Dataset
 from harness.data.loaders._common import (
+    BadRowsOption,
+    Column,
+    DataError,
     LoaderConfig,
+    ReadResult,
+    bad_rows_record,
     build_dataset,
     check_files,
     file_record,
+    first_duplicate,
+    read_delimited,
     resolve_path,
 )
 
@@ -39,7 +49,7 @@ HINT = (
 )
 
 
-class AmazonPairsConfig(LoaderConfig):
+class AmazonPairsConfig(BadRowsOption, LoaderConfig):
     """``path``: the amazon-pairs directory; ``pair``: e.g. "cloth_sport" (domains cloth, sport)."""
 
     loader: Literal["amazon_pairs"] = "amazon_pairs"
@@ -87,11 +97,23 @@ class AmazonPairsConfig(LoaderConfig):
         return TEST_FILES[self.test_file]
 
 
-def _read(path: Path) -> pl.DataFrame:
-    frame = pl.read_csv(path, separator="\t", has_header=False, infer_schema=False)
-    if frame.width < 2:
-        raise ValueError(f"{path.name}: expected 'user<TAB>item<TAB>1' rows")
-    return frame.select(pl.nth(0).alias("user"), pl.nth(1).alias("item"))
+COLUMNS = (Column("user"), Column("item"), Column("label", "float"))
+
+
+def _read(path: Path, on_bad_rows: str) -> ReadResult:
+    return read_delimited(path, COLUMNS, separator="\t", on_bad_rows=on_bad_rows)
+
+
+def _check_one_test_item(path: Path, test: pl.DataFrame) -> None:
+    """A pre-split test file holds one item per user; a second one is an error at its line."""
+    dup = first_duplicate(test, ["user"])
+    if dup is not None:
+        raise DataError(
+            path,
+            int(dup["_line"]),
+            f"user {dup['user']!r} has a second test item ({dup['item']!r}); "
+            "a test file holds one held-out item per user",
+        )
 
 
 def load_amazon_pairs(config: AmazonPairsConfig, base_dir: Path) -> Dataset:
@@ -103,10 +125,25 @@ def load_amazon_pairs(config: AmazonPairsConfig, base_dir: Path) -> Dataset:
     overlaps: dict[str, int] = {}
     cold: dict[str, int] = {}
     files = []
+    funnel: dict[str, dict] = {}
+    results: dict[str, ReadResult] = {}
     for domain in domains:
         folder = root / config.folder(domain)
-        train = _read(folder / "train.txt").unique(maintain_order=True)
-        test = _read(folder / config.test_name)
+        train_read = _read(folder / "train.txt", config.on_bad_rows)
+        test_read = _read(folder / config.test_name, config.on_bad_rows)
+        _check_one_test_item(folder / config.test_name, test_read.frame)
+        for name, read in (("train.txt", train_read), (config.test_name, test_read)):
+            results[file_record(folder / name, root)["name"]] = read
+        rejected: dict[str, int] = {}
+        for read in (train_read, test_read):
+            for rule, n in read.rejected.items():
+                rejected[f"malformed: {rule}"] = rejected.get(f"malformed: {rule}", 0) + n
+        funnel[domain] = {
+            "rows_read": train_read.rows_read + test_read.rows_read,
+            "rows_rejected": rejected,
+        }
+        train = train_read.frame.select("user", "item").unique(maintain_order=True)
+        test = test_read.frame.select("user", "item")
         cold[domain] = test.join(train, on="item", how="anti").height
         clash = train.join(test, on=["user", "item"], how="semi")
         overlaps[domain] = clash.height
@@ -130,9 +167,13 @@ def load_amazon_pairs(config: AmazonPairsConfig, base_dir: Path) -> Dataset:
         "cold_test_cases": cold,
         "implicit": True,
     }
-    return build_dataset(
+    if config.on_bad_rows != "error":  # default options keep the source (and fingerprint)
+        source["on_bad_rows"] = config.on_bad_rows
+        source["bad_rows"] = bad_rows_record(results)
+    dataset = build_dataset(
         pl.concat(frames),
         name=f"amazon_pairs-{config.pair}",
         source=source,
         domains=domains,
     )
+    return dataclasses.replace(dataset, funnel=funnel)

@@ -1,12 +1,16 @@
 """Loader "douban": the GA-DTCDR / DTCDR Douban release (books, movies, music TSV files).
 
-Each ``<domain>.tsv`` holds ``user_id<TAB>item_id<TAB>rating`` without a header; user ids are
-shared across domains. Every rating counts as one implicit interaction (the paper sets r = 1),
-optionally only ratings >= ``min_rating``. There are no timestamps.
+Each ``<domain>.tsv`` holds ``user_id<TAB>item_id<TAB>rating`` (a header line is tolerated);
+user ids are shared across domains. Every row must have exactly these three fields and a
+numeric rating; other rows are errors naming file and line, or skipped and counted with
+``on_bad_rows = "skip"`` (see :func:`harness.data.loaders._common.read_delimited`). Every
+rating counts as one implicit interaction (the paper sets r = 1), optionally only ratings
+>= ``min_rating``. Duplicate rows are one interaction. There are no timestamps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -14,11 +18,15 @@ import polars as pl
 
 from harness.data.dataset import Dataset
 from harness.data.loaders._common import (
+    BadRowsOption,
+    Column,
     KeepUsers,
     LoaderConfig,
+    bad_rows_record,
     build_dataset,
     check_files,
     file_record,
+    read_delimited,
     resolve_path,
 )
 
@@ -39,7 +47,7 @@ HINT = (
 )
 
 
-class DoubanConfig(LoaderConfig):
+class DoubanConfig(BadRowsOption, LoaderConfig):
     """``path``: directory with the domain TSVs (relative paths resolve against the base dir)."""
 
     loader: Literal["douban"] = "douban"
@@ -78,20 +86,7 @@ class DoubanConfig(LoaderConfig):
         ]
 
 
-def _read_ratings(path: Path) -> pl.LazyFrame:
-    """Read the first three columns as strings; skip a header line if one is present."""
-    lazy = pl.scan_csv(path, separator="\t", has_header=False, infer_schema=False, quote_char=None)
-    lazy = lazy.select(pl.nth(0, 1, 2))
-    lazy = lazy.rename(
-        dict(zip(lazy.collect_schema().names(), ["user", "item", "rating"], strict=True))
-    )
-    rating = pl.col("rating").str.strip_chars().cast(pl.Float64, strict=False)
-    first_is_header = (pl.int_range(pl.len()) == 0) & rating.is_null()
-    return lazy.filter(~first_is_header).with_columns(
-        pl.col("user").str.strip_chars(),
-        pl.col("item").str.strip_chars(),
-        pl.col("rating").str.strip_chars().cast(pl.Float64),
-    )
+COLUMNS = (Column("user_id"), Column("item_id"), Column("rating", "float"))
 
 
 def load_douban(config: DoubanConfig, base_dir: Path) -> Dataset:
@@ -100,11 +95,25 @@ def load_douban(config: DoubanConfig, base_dir: Path) -> Dataset:
     files = config.domain_files(base_dir)
     root = resolve_path(config.path, base_dir)
     frames = []
+    funnel: dict[str, dict] = {}
+    results = {}
     for domain, path in files.items():
-        lazy = _read_ratings(path)
+        read = read_delimited(path, COLUMNS, separator="\t", on_bad_rows=config.on_bad_rows)
+        results[file_record(path, root)["name"]] = read
+        frame = read.frame
+        rejected = {f"malformed: {rule}": n for rule, n in read.rejected.items()}
         if config.min_rating is not None:
-            lazy = lazy.filter(pl.col("rating") >= config.min_rating)
-        frames.append(lazy.select("user", "item", pl.lit(domain).alias("domain")))
+            kept = frame.filter(pl.col("rating") >= config.min_rating)
+            rejected[f"rating < min_rating {config.min_rating}"] = frame.height - kept.height
+            frame = kept
+        funnel[domain] = {"rows_read": read.rows_read, "rows_rejected": rejected}
+        frames.append(
+            frame.select(
+                pl.col("user_id").alias("user"),
+                pl.col("item_id").alias("item"),
+                pl.lit(domain).alias("domain"),
+            )
+        )
     source = {
         "loader": "douban",
         "files": [file_record(path, root) for path in files.values()],
@@ -113,10 +122,14 @@ def load_douban(config: DoubanConfig, base_dir: Path) -> Dataset:
         "min_rating": config.min_rating,
         "implicit": True,
     }
-    return build_dataset(
+    if config.on_bad_rows != "error":  # default options keep the source (and fingerprint)
+        source["on_bad_rows"] = config.on_bad_rows
+        source["bad_rows"] = bad_rows_record(results)
+    dataset = build_dataset(
         pl.concat(frames),
         name="douban-" + "-".join(files),
         source=source,
         domains=list(files),
         keep_users=config.keep_users,
     )
+    return dataclasses.replace(dataset, funnel=funnel)

@@ -2,11 +2,16 @@
 
 The escape hatch for any source not covered by a dedicated loader: convert it once to this
 shape. Ids are read as strings (CSV/TSV are read without type inference so ids like "007"
-keep their leading zeros); a timestamp column, when present, must be integer.
+keep their leading zeros); a timestamp column, when present, must be integer. CSV/TSV files
+need a header line naming the columns; every row must have as many fields as the header and
+non-empty user, item and domain (surrounding double quotes are stripped; a quoted separator
+inside a field is not supported). Malformed rows are errors naming file and line, or skipped
+and counted with ``on_bad_rows = "skip"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -15,11 +20,18 @@ from pydantic import Field, field_validator
 
 from harness.data.dataset import Dataset
 from harness.data.loaders._common import (
+    BadRowsOption,
+    Column,
+    DataError,
     KeepUsers,
     LoaderConfig,
+    ReadResult,
+    bad_rows_record,
     build_dataset,
     check_files,
     file_record,
+    header_fields,
+    read_delimited,
     resolve_path,
 )
 
@@ -40,7 +52,7 @@ HINT = (
 )
 
 
-class InteractionsConfig(LoaderConfig):
+class InteractionsConfig(BadRowsOption, LoaderConfig):
     """``columns`` maps our names (user, item, domain, timestamp) to the file's column names."""
 
     loader: Literal["interactions"] = "interactions"
@@ -72,10 +84,30 @@ class InteractionsConfig(LoaderConfig):
         return [(resolve_path(self.path, base_dir), HINT)]
 
 
-def _scan(path: Path, fmt: str) -> pl.LazyFrame:
-    if fmt == "parquet":
-        return pl.scan_parquet(path)
-    return pl.scan_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema=False)
+def _read_text(path: Path, fmt: str, mapping: dict[str, str], on_bad_rows: str) -> ReadResult:
+    """Read a CSV/TSV strictly: a header line, then rows with as many fields as the header."""
+    separator = "\t" if fmt == "tsv" else ","
+    _, names = header_fields(path, separator)
+    kinds = {mapping[c]: "id" for c in ("user", "item", "domain")}
+    kinds[mapping["timestamp"]] = "int"
+    columns = [Column(name, kinds.get(name, "any")) for name in names]  # type: ignore[arg-type]
+    return read_delimited(
+        path,
+        columns,
+        separator=separator,
+        on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
+        header="always",
+        strip_quotes=True,
+    )
+
+
+def _check_parquet(path: Path, frame: pl.DataFrame) -> None:
+    """Parquet has no lines: a missing id or timestamp is reported with its row number."""
+    for column in frame.columns:
+        nulls = frame[column].is_null()
+        if nulls.any():
+            row = int(nulls.arg_true()[0]) + 1
+            raise DataError(path, None, f"row {row}: missing value in column {column!r}")
 
 
 def _as_int_timestamp(dtype: pl.DataType) -> pl.Expr:
@@ -92,9 +124,15 @@ def load_interactions(config: InteractionsConfig, base_dir: Path) -> Dataset:
     """Load the long interaction file, renaming columns per ``columns``."""
     check_files(config.required_files(base_dir))
     path = resolve_path(config.path, base_dir)
-    lazy = _scan(path, config.file_format())
-    available = lazy.collect_schema().names()
+    fmt = config.file_format()
     mapping = {name: config.columns.get(name, name) for name in OUR_COLUMNS}
+    read = None
+    if fmt == "parquet":
+        lazy = pl.scan_parquet(path)
+    else:
+        read = _read_text(path, fmt, mapping, config.on_bad_rows)
+        lazy = read.frame.drop("_line").lazy()
+    available = lazy.collect_schema().names()
     required = ("user", "item", "domain")
     if "timestamp" in config.columns:
         required += ("timestamp",)
@@ -114,6 +152,13 @@ def load_interactions(config: InteractionsConfig, base_dir: Path) -> Dataset:
     lazy = lazy.select(select).with_columns(pl.col("domain").cast(pl.String))
     if has_time:
         lazy = lazy.with_columns(_as_int_timestamp(lazy.collect_schema()["timestamp"]))
+    if fmt == "parquet":
+        try:
+            frame = lazy.collect()
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(path, None, f"unreadable values: {str(exc).splitlines()[0]}") from None
+        _check_parquet(path, frame)
+        lazy = frame.lazy()
     present = sorted(
         lazy.select(pl.col("domain").unique()).collect(engine="streaming")["domain"].to_list()
     )
@@ -129,10 +174,17 @@ def load_interactions(config: InteractionsConfig, base_dir: Path) -> Dataset:
         "domains": domains,
         "keep_users": config.keep_users,
     }
-    return build_dataset(
+    if config.on_bad_rows != "error":
+        source["on_bad_rows"] = config.on_bad_rows
+        source["bad_rows"] = bad_rows_record({path.name: read} if read is not None else {})
+    dataset = build_dataset(
         lazy,
         name=f"interactions-{path.stem}",
         source=source,
         domains=domains,
         keep_users=config.keep_users,
     )
+    rows_read = read.rows_read if read is not None else None
+    rejected = {f"malformed: {r}": n for r, n in (read.rejected if read else {}).items()}
+    funnel = {"(file)": {"rows_read": rows_read, "rows_rejected": rejected}}
+    return dataclasses.replace(dataset, funnel=funnel)
