@@ -54,6 +54,14 @@ def friendly(func):
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished cells are stored; rerun to resume")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            from harness.store.store import damaged_store_error
+
+            damaged = damaged_store_error(exc)  # a damaged block met after opening
+            if damaged is None:
+                raise
+            err.print(f"[red]error[/] {damaged}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
 
     return wrapper
 
@@ -166,6 +174,12 @@ def run(
     ] = None,
 ) -> None:
     """Run every pending cell of a spec, store per-user results, write the report."""
+    from harness.runner.threads import apply_threads, thread_policy
+
+    # Thread policy first: the pool sizes are fixed before torch starts its runtimes.
+    policy = thread_policy(workers, threads)
+    apply_threads(policy.threads)
+
     from harness.runner.executor import InProcessExecutor
     from harness.runner.pool import PoolExecutor
     from harness.runner.runner import output_dir, run_spec
@@ -177,27 +191,54 @@ def run(
         raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
     loaded = _load(spec)
     target = output_dir(loaded, out_dir)
+    executor = PoolExecutor(workers, policy.threads) if workers > 1 else InProcessExecutor()
     summary = run_spec(
         loaded,
         target,
         device=device,
         console=err,
         retry_failed=not keep_failed,
-        make_report=not no_report,
         only_methods=only,
         only_seeds=seed,
-        executor=PoolExecutor(workers, threads) if workers > 1 else InProcessExecutor(),
+        executor=executor,
     )
     err.print(
         f"[bold]done[/] {summary.done} ran, {summary.skipped} reused, "
         f"{summary.failed} failed; store {summary.store_path}"
     )
-    if summary.report_path:
-        err.print(f"report {summary.report_path}")
+    report_failed = False
+    if not no_report:
+        report_failed = not _write_run_report(loaded, target)
     if summary.failed:
         for line in summary.failures:
             err.print(f"[red]failed[/] {line}", highlight=False)
         raise typer.Exit(1)
+    if report_failed:
+        raise typer.Exit(1)
+
+
+def _write_run_report(loaded, target: Path) -> bool:
+    """The report at the end of ``harness run`` (the runner itself never imports reports/);
+    False, with one line saying so, if it could not be written (the results stay stored)."""
+    from reports.leaderboard import ReportOptions, write_report
+
+    try:
+        path = write_report(
+            target / "results.duckdb",
+            target / "report",
+            experiment=loaded.spec.experiment.name,
+            options=ReportOptions.from_spec(loaded.spec),
+        )
+    except Exception as exc:  # the stored results stay valid; the report can be redone
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(
+            f"[red]report failed[/]: {type(exc).__name__}: {first}; the results are stored, "
+            f"rerun `harness report` after fixing it",
+            highlight=False,
+        )
+        return False
+    err.print(f"report {path}")
+    return True
 
 
 @app.command()
@@ -266,23 +307,33 @@ def sql(
     ],
     store: Annotated[Path | None, typer.Option(help="results.duckdb file")] = None,
     spec: Annotated[Path | None, typer.Option(help="spec whose store to query")] = None,
+    out_dir: OutOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
     limit: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
 ) -> None:
-    """Query the results store read-only (views: per_user, leaderboard, plan, timings, ...)."""
+    """Query the results store read-only (views: per_user, leaderboard, plan, timings, ...).
+
+    The query runs in a sandbox: it can read this store and nothing else (DuckDB external
+    access disabled and configuration locked: no other files, no writes, no extensions)."""
     import duckdb
 
-    from harness.runner.runner import output_dir
-    from harness.store.store import StoreLocked, connect_read_only, fetch
+    from harness.store.store import StoreLocked, connect_sandbox, fetch
 
     if store is None:
-        if spec is None:
-            raise typer.BadParameter("give --store FILE or --spec SPEC", param_hint="--store")
-        store = output_dir(_load(spec, check_files=False)) / "results.duckdb"
+        if out_dir is not None:
+            store = out_dir / "results.duckdb"
+        elif spec is not None:
+            from harness.runner.runner import output_dir
+
+            store = output_dir(_load(spec, check_files=False)) / "results.duckdb"
+        else:
+            raise typer.BadParameter(
+                "give --store FILE, --out DIR or --spec SPEC", param_hint="--store"
+            )
     if not store.exists():
         raise FileNotFoundError(f"no results store at {store}; run `harness run` first")
     try:
-        con = connect_read_only(store)
+        con = connect_sandbox(store)
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise
@@ -293,7 +344,8 @@ def sql(
     try:
         frame = fetch(con, query)
     except duckdb.Error as exc:
-        err.print(f"[red]sql error[/] {exc}", highlight=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[red]sql error[/] {first}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         con.close()

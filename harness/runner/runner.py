@@ -34,6 +34,7 @@ from harness.runner.executor import DRAIN, Executor, InProcessExecutor
 from harness.runner.prepare import PreparedData, prepare
 from harness.runner.work import CellResult, resolve_device
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.store.lock import WriterLock
 from harness.store.store import Store
 from methods.base import EpochLog
 from methods.registry import get_method
@@ -54,7 +55,6 @@ class RunSummary:
     done: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
-    report_path: Path | None = None
 
 
 def output_dir(loaded: LoadedSpec, override: str | Path | None = None) -> Path:
@@ -147,12 +147,13 @@ def run_spec(
     executor: Executor | None = None,
     console: Console | None = None,
     retry_failed: bool = True,
-    make_report: bool = True,
     only_methods: list[str] | None = None,
     only_seeds: list[int] | None = None,
 ) -> RunSummary:
     """Run the spec's pending cells; ``only_methods`` / ``only_seeds`` restrict this run to
-    some methods / seeds (the plan and the report still cover the whole matrix)."""
+    some methods / seeds (the plan and the report still cover the whole matrix). The report is
+    not written here: the CLI (``harness run``) renders it after this returns, so that nothing
+    in ``harness/`` depends on ``reports/``."""
     console = console or Console(stderr=True)
     executor = executor or InProcessExecutor()
     device_name = device or loaded.spec.experiment.device
@@ -161,17 +162,30 @@ def run_spec(
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "results.duckdb"
     run_id = datetime.now().strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
-    with Store(store_path, wait_s=STORE_WAIT_S) as store:
-        store.start_run(
-            run_id,
-            run_info(
-                loaded.path,
-                loaded.spec_hash,
-                loaded.text,
-                loaded.spec.experiment.name,
-                torch_device,
-                sys.argv,
-            ),
+    # One writer per store: a second `harness run` on this store stops here (StoreBusy, exit
+    # 3) instead of training the same cells; a killed run's lock dies with its process.
+    with WriterLock(store_path, run_id), Store(store_path, wait_s=STORE_WAIT_S) as store:
+        for orphan, started in store.close_orphan_runs():
+            console.print(
+                f"[yellow]note[/] run {orphan} (started {started:%Y-%m-%d %H:%M:%S}) ended "
+                f"without finishing (killed or crashed); recorded as interrupted",
+                highlight=False,
+            )
+        info = run_info(
+            loaded.path,
+            loaded.spec_hash,
+            loaded.text,
+            loaded.spec.experiment.name,
+            torch_device,
+            sys.argv,
+            threads=getattr(executor, "threads", None),
+            workers=getattr(executor, "workers", 1),
+        )
+        store.start_run(run_id, info)
+        console.print(
+            f"[bold]threads[/] {info['workers']} training process(es) x {info['threads']} "
+            f"thread(s) each (torch, OpenMP, MKL, OpenBLAS)",
+            highlight=False,
         )
         prepared: dict[str, PreparedData] = {}
         for name in loaded.spec.datasets:
@@ -218,22 +232,6 @@ def run_spec(
         finally:
             with store.held():
                 store.finish_run(run_id, state, summary.done, summary.failed)
-    if make_report:
-        from reports.leaderboard import ReportOptions, write_report
-
-        try:
-            summary.report_path = write_report(
-                store_path,
-                out / "report",
-                experiment=loaded.spec.experiment.name,
-                options=ReportOptions.from_spec(loaded.spec),
-            )
-        except Exception as exc:  # the stored results stay valid; the report can be redone
-            console.print(
-                f"[red]report failed[/]: {type(exc).__name__}: {exc}; the results are stored, "
-                f"rerun `harness report` after fixing it",
-                highlight=False,
-            )
     return summary
 
 
@@ -396,6 +394,7 @@ def _commit(store: Store, run_id: str, result: CellResult) -> None:
             "best_epoch": result.best_epoch,
             "best_valid": result.best_valid,
             "device": result.device,
+            "threads": result.threads,
             "notes": json.dumps(result.notes, default=str),
         },
         result.metrics if result.status == "done" else None,
