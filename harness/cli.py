@@ -134,6 +134,12 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     todo = frame.filter(pl.col("status") != "done")
     if len(todo):
         timed = todo.filter(pl.col("estimate_s").is_not_null())
+        if not len(timed):
+            out.print(
+                f"{len(todo)} unfinished cells: no estimate yet (estimates come from finished "
+                f"cells of the same method and dataset)"
+            )
+            return
         hours = (timed["estimate_s"].sum() or 0.0) / 3600
         out.print(
             f"estimated compute for {len(timed)} of {len(todo)} unfinished cells: "
@@ -395,7 +401,11 @@ def methods() -> None:
     for kind, cls in available().items():
         out.print(f"[bold]{kind}[/] ({cls.family}, v{cls.version}): {(cls.__doc__ or '').strip()}")
         for name, info in cls.Params.model_fields.items():
-            out.print(f"    {name} = {info.default!r}  {info.description or ''}", highlight=False)
+            if info.is_required():
+                default = "(required)"
+            else:
+                default = f"= {info.get_default(call_default_factory=True)!r}"
+            out.print(f"    {name} {default}  {info.description or ''}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -88,6 +88,7 @@ def test_thread_policy_divides_the_cores_given_and_threads_overrides(monkeypatch
     from harness.runner import threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.available_cores() == 6
     assert threads.thread_policy(1).threads == 6
     assert threads.thread_policy(2).threads == 3
@@ -96,6 +97,13 @@ def test_thread_policy_divides_the_cores_given_and_threads_overrides(monkeypatch
     forced = threads.thread_policy(2, threads=2)
     assert (forced.threads, forced.source) == (2, "--threads")
     assert threads.thread_policy(1, threads=1).threads == 1  # in-process too
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a caller's lower limit is kept ...
+    assert (threads.thread_policy(1).threads, threads.thread_policy(1).source) == (
+        2,
+        "OMP_NUM_THREADS",
+    )
+    assert threads.thread_policy(4).threads == 1  # ... but never raises the share
+    assert threads.thread_policy(1, threads=4).threads == 4
 
 
 def test_pool_sets_thread_variables_for_spawned_workers_and_restores_them(monkeypatch):

@@ -2,12 +2,15 @@
 
 ``harness run`` decides once per process: the cores this process may use (its CPU affinity,
 not the machine's core count) divided by the number of worker processes, at least one;
-``--threads`` overrides it (for the in-process executor too). The number is applied to every
-thread pool a cell can use: torch's intra-op pool and the OpenMP / MKL / OpenBLAS pools behind
-it and behind numpy. The environment variables are set before torch is imported where this
-process still can, and always before pool workers are spawned, so each worker's runtimes start
-with the right size instead of one thread per core (spawned workers import torch while they
-unpickle their initializer, before any initializer code runs).
+``--threads`` overrides it (for the in-process executor too), and an ``OMP_NUM_THREADS``
+already set lower by the caller is kept (a shared machine's limit is never raised).
+
+The number is applied to every thread pool a cell can use: torch's intra-op pool and the
+OpenMP / MKL / OpenBLAS pools behind it and behind numpy. The environment variables are set
+before torch is imported where this process still can, and always before pool workers are
+spawned, so each worker's runtimes start with the right size instead of one thread per core
+(spawned workers import torch while they unpickle their initializer, before any initializer
+code runs).
 
 Why it matters: OpenMP threads spin-wait for work. On a 2-core machine with a busy neighbour,
 a BPRMF epoch took 17.8 s with torch's default 2 threads and 1.3 s with one; two workers with
@@ -38,14 +41,9 @@ class ThreadPolicy:
     threads: int  # intra-op threads of every process that trains (each worker, or this one)
     workers: int
     cores: int
-    source: str  # "--threads" | "cores/workers"
-
-    def describe(self) -> str:
-        who = f"{self.workers} workers x " if self.workers > 1 else ""
-        return (
-            f"{who}{self.threads} thread(s) on {self.cores} core(s) ({self.source}); "
-            f"torch, OpenMP, MKL and OpenBLAS pools sized alike"
-        )
+    source: (
+        str  # "--threads" | "cores/workers" | "OMP_NUM_THREADS" (a lower limit set by the caller)
+    )
 
 
 def thread_policy(workers: int = 1, threads: int | None = None) -> ThreadPolicy:
@@ -54,7 +52,19 @@ def thread_policy(workers: int = 1, threads: int | None = None) -> ThreadPolicy:
         if threads < 1:
             raise ValueError("threads must be >= 1")
         return ThreadPolicy(threads, workers, cores, "--threads")
-    return ThreadPolicy(max(1, cores // max(workers, 1)), workers, cores, "cores/workers")
+    share = max(1, cores // max(workers, 1))
+    asked = _env_threads()
+    if asked is not None and asked < share:  # the caller already limited the pools
+        return ThreadPolicy(asked, workers, cores, "OMP_NUM_THREADS")
+    return ThreadPolicy(share, workers, cores, "cores/workers")
+
+
+def _env_threads() -> int | None:
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return value if value >= 1 else None
 
 
 def set_thread_env(threads: int) -> None:
