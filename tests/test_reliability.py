@@ -433,3 +433,82 @@ def test_a_report_that_fails_makes_run_exit_non_zero(tmp_path, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "report failed" in result.output and "disk full" in result.output
     assert _rows(out / "results.duckdb", "SELECT count(*) FROM cells") == [(1,)]
+
+
+# -- first impressions --------------------------------------------------------------------------
+
+LADDER = """
+[methods.pge]
+kind = "pge"
+[methods.pge.params]
+embedding_size = 8
+batch_size = 256
+patience = 2
+pge_max_epochs = 3
+
+[methods.uclr]
+kind = "uclr"
+[methods.uclr.params]
+embedding_size = 8
+batch_size = 256
+patience = 2
+pge_max_epochs = 3
+ae_hidden = 8
+ae_latent = 4
+ae_max_epochs = 2
+ae_max_steps = 1
+ae_eval_every_epochs = 1
+ae_eval_every_steps = 1
+lora_rank = 2
+lora_max_epochs = 2
+"""
+
+
+def test_methods_prints_no_pydantic_undefined():
+    result = _cli("methods")
+    assert result.exit_code == 0, result.output
+    assert "PydanticUndefined" not in result.output
+    assert "pge_backbone_params = {}" in result.output
+
+
+def test_plan_says_no_estimate_yet_instead_of_zero_hours(tmp_path):
+    result = _cli("plan", str(_spec(tmp_path)), "--out", str(tmp_path / "nowhere"))
+    assert result.exit_code == 0, result.output
+    assert "no estimate yet" in result.output and "0.00 h" not in result.output
+
+
+def test_reused_stages_count_in_the_full_cost_and_epochs_are_shown_per_domain(tmp_path):
+    """UCLR reuses PGE's stage A from the in-process cache: its own seconds exclude it, the
+    full cost (timings.train_s_full, Table 7) adds it back; the plan view spells out epochs and
+    best epochs per stage and domain, summing to the cell's epochs."""
+    spec = tmp_path / "ladder.toml"
+    spec.write_text(SPEC.format(seeds=[0], epochs=3) + LADDER)
+    out = tmp_path / "out"
+    result = _cli("run", str(spec), "--out", str(out), "--threads", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    db = out / "results.duckdb"
+    cost = dict(
+        (m, (own, full, reused))
+        for m, own, full, reused in _rows(
+            db, "SELECT method, train_s, train_s_full, reused_s FROM timings"
+        )
+    )
+    notes = json.loads(_rows(db, "SELECT notes FROM cells WHERE kind = 'uclr'")[0][0])
+    assert notes["pge"]["from_cache"] is True
+    own, full, reused = cost["uclr"]
+    assert reused == pytest.approx(notes["pge"]["seconds"]) and reused > 0
+    assert full == pytest.approx(own + reused)
+    assert cost["pge"][1] == pytest.approx(cost["pge"][0]) and cost["pge"][2] == 0
+    html = (out / "report" / "dataset-syn.html").read_text()
+    assert "Training s (full cost)" in html and "Training s (own)" in html
+
+    rows = _rows(db, "SELECT method, epochs, epochs_by_stage FROM plan WHERE method = 'bprmf'")
+    _method, epochs, detail = rows[0]
+    parts = detail.split("; ")
+    assert [p.split(" ")[0] for p in parts] == [
+        "bprmf/books",
+        "bprmf/movies",
+        "bprmf/electronics",
+    ]
+    assert sum(int(p.split(" ")[1]) for p in parts) == epochs
+    assert all("(best " in p for p in parts)

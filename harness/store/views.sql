@@ -1,12 +1,13 @@
 -- Documented views: the stable SQL interface (see README "Querying results").
 -- Metric values are fractions in [0, 1]; reports multiply by 100.
 
--- One row per planned cell. `epochs` counts every training epoch the cell ran, summed over
--- its stages and domains (BPRMF: one model per domain; UCLR: stage A + B + C per domain);
--- `best_epoch` is the best validation epoch of its last stage (the latest over domains where
--- that stage trains one model per domain). `epochs_by_stage` spells both out per stage and
--- domain from the curves ("bprmf/books 40 (best 35)"); `reused_s` is the training seconds of
--- stages it took from the in-process stage cache (UCLR's ladder), not included in `train_s`.
+-- One row per planned cell. `epochs` and `best_epoch` are what the method reports: BPRMF sums
+-- epochs over its per-domain models and reports the latest best epoch over domains; UCLR sums
+-- stages A + B + C and reports stage C's latest best epoch; CAT-ART counts its ART stage.
+-- `epochs_by_stage` is the full account from the curves, per stage and domain, with each
+-- one's best validation epoch ("bprmf/books 40 (best 35); ..."; "best ?" where a stage is
+-- validated by another measure). `reused_s` is the training seconds of stages the cell took
+-- from the in-process stage cache (UCLR's ladder), not included in its `train_s`.
 CREATE OR REPLACE VIEW plan AS
 SELECT p.experiment, p.dataset, p.method, p.display_name, p.kind, p.family, p.seed, p.cell_id,
        coalesce(c.status, 'pending') AS status, c.error, c.train_s, c.infer_s, c.epochs,
