@@ -2,6 +2,7 @@
 
     python benchmarks/soak.py [--spec specs/quickstart.toml] [--kills 20] [--seed 0]
                               [--workers 1] [--threads 1] [--work DIR] [--reference DIR]
+                              [--max-delay S]
 
 1. An uninterrupted ``harness run`` of the spec into ``WORK/reference`` (or ``--reference DIR``,
    an existing store of the same spec) gives the expected per-user rows and a wall time T.
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None, help="folder for both stores")
     parser.add_argument("--reference", type=Path, default=None, help="existing reference out dir")
+    parser.add_argument(
+        "--max-delay", type=float, default=None, help="kill delays in [0, this] s (default: T)"
+    )
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="soak-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     wall = time.monotonic() - started
     print(f"reference: {reference} ({wall:.1f} s)", flush=True)
-    budget = wall if args.reference is None else 60.0
+    budget = args.max_delay or (wall if args.reference is None else 60.0)
 
     soak = work / "soak"
     killed = finished_early = 0

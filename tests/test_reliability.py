@@ -158,6 +158,13 @@ def test_run_applies_and_records_the_thread_policy(tmp_path):
     assert _rows(pooled / "results.duckdb", "SELECT threads, workers FROM runs") == [(expected, 2)]
     assert _rows(pooled / "results.duckdb", "SELECT DISTINCT threads FROM cells") == [(expected,)]
     assert f"threads 2 training process(es) x {expected} thread(s)" in result.stderr
+    # Logs (no terminal) get each finished cell once and no progress bars or "0/?" rows.
+    assert "━" not in result.stderr and "0/?" not in result.stderr
+    assert sorted(
+        line.split(": ")[1].split(" (")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("cell ") and " done: " in line
+    ) == ["syn/bprmf/seed 0", "syn/bprmf/seed 1", "syn/pop/seed 0", "syn/pop/seed 1"]
 
     result = subprocess.run(
         _harness(*args, "--out", str(serial), "--threads", "1"),

@@ -184,13 +184,31 @@ def test_sql_command_is_read_only_and_formats(tmp_path):
 def test_quickstart_spec_end_to_end(tmp_path):
     out = tmp_path / "qs"
     result = CliRunner().invoke(
-        app, ["run", str(REPO / "specs" / "quickstart.toml"), "--out", str(out), "--device", "cpu"]
+        app,
+        [
+            "run",
+            str(REPO / "specs" / "quickstart.toml"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "2",
+        ],
     )
     assert result.exit_code == 0, result.output
     db = out / "results.duckdb"
-    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 6
+    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 15
+    # Every personalised method beats popularity on every domain (NDCG@10, mean over seeds).
+    losers = _scalar(
+        db,
+        "SELECT count(*) FROM leaderboard l JOIN leaderboard p USING (domain, k, ranking) "
+        "WHERE p.method = 'mostpop' AND l.method <> 'mostpop' AND k = 10 "
+        "AND ranking = 'sampled' AND l.ndcg_mean <= p.ndcg_mean",
+    )
+    assert losers == 0
     html = (out / "report" / "index.html").read_text()
-    assert "Metric@10" in html and "Metric@20" in html and "MostPop" in html
+    assert "Metric@10" in html and "Metric@20" in html and "MostPop" in html and "UCLR" in html
     assert "<script src" not in html and "http" not in html.split("<body>")[1].split("<pre>")[0]
 
 

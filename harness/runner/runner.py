@@ -279,7 +279,11 @@ def _execute(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    # Without a terminal (logs, CI) the bars are off: finished cells and epoch heartbeats are
+    # printed as lines instead, each once.
+    with Progress(
+        *columns, console=console, transient=False, disable=not console.is_terminal
+    ) as progress:
         cells_bar = progress.add_task("cells", total=len(pending))
         epoch_bar = progress.add_task("", total=None, visible=False)
 
