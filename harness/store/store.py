@@ -136,6 +136,8 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.IOException) and _is_lock_error(exc):
             raise
+        if isinstance(exc, duckdb.ConnectionException):  # this process has it open otherwise
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _corrupt(path, f"cannot be opened as a DuckDB database ({first})") from None
 
