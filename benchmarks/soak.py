@@ -6,9 +6,10 @@
 
 1. An uninterrupted ``harness run`` of the spec into ``WORK/reference`` (or ``--reference DIR``,
    an existing store of the same spec) gives the expected per-user rows and a wall time T.
-2. ``--kills`` times: start ``harness run`` into ``WORK/soak`` and ``kill -9`` it after a
-   uniform random delay in [0, T] (a run that finishes first is not killed), then rerun. Each
-   start resumes the last one's stored cells.
+2. ``--kills`` random moments in [0, T] (``--max-delay``): start ``harness run`` into
+   ``WORK/soak``, ``kill -9`` it at the first moment, restart it, kill it at the next moment
+   (measured from the previous kill), and so on; each start resumes the stored cells (a run
+   that finishes first is not killed).
 3. A last run completes the matrix. The per-user rows of both stores (every method, seed,
    ranking, domain, user and K: HR, NDCG, MRR, rank, ties) must be identical, no cell may be
    stored twice, and no run may be left ``running``.
@@ -83,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
     soak = work / "soak"
     killed = finished_early = 0
-    for index in range(args.kills):
-        delay = rng.uniform(0.0, budget)
+    # N random moments of one run's lifetime [0, T]; each restart resumes the stored cells,
+    # so the run is killed at moment 1, restarted, killed at moment 2 (measured from the
+    # previous kill), ... which spreads the kills over the whole matrix, startup included.
+    moments = sorted(rng.uniform(0.0, budget) for _ in range(args.kills))
+    delays = [b - a for a, b in zip([0.0, *moments[:-1]], moments, strict=True)]
+    for index, delay in enumerate(delays):
         proc = subprocess.Popen(harness(args.spec, soak, args.workers, args.threads), **quiet)
         try:
             proc.wait(timeout=delay)
@@ -99,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         if (soak / "results.duckdb").exists():
             time.sleep(1.5)  # let orphaned pool workers notice (they poll their parent every 1 s)
             stored = query(soak / "results.duckdb", "SELECT count(*) FROM cells")[0][0]
-        print(f"kill {index + 1}/{args.kills} at {delay:.1f} s: {outcome}; {stored} cells stored")
+        print(
+            f"kill {index + 1}/{args.kills} after {delay:.1f} s (moment {moments[index]:.1f} s): "
+            f"{outcome}; {stored} cells stored",
+            flush=True,
+        )
     final = subprocess.run(harness(args.spec, soak, args.workers, args.threads), **quiet)
 
     expected = query(reference / "results.duckdb", ROWS)
