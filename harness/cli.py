@@ -55,6 +55,14 @@ def friendly(func):
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: finished cells are stored; rerun to resume")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            from harness.store.store import damaged_store_error
+
+            damaged = damaged_store_error(exc)  # a damaged block met after opening
+            if damaged is None:
+                raise
+            err.print(f"[red]error[/] {damaged}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
 
     return wrapper
 
@@ -132,6 +140,12 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     todo = frame.filter(pl.col("status") != "done")
     if len(todo):
         timed = todo.filter(pl.col("estimate_s").is_not_null())
+        if not len(timed):
+            out.print(
+                f"{len(todo)} unfinished cells: no estimate yet (estimates come from finished "
+                f"cells of the same method and dataset)"
+            )
+            return
         hours = (timed["estimate_s"].sum() or 0.0) / 3600
         out.print(
             f"estimated compute for {len(timed)} of {len(todo)} unfinished cells: "
@@ -209,6 +223,12 @@ def run(
     ] = 2,
 ) -> None:
     """Run every pending cell of a spec, store per-user results, write the report."""
+    from harness.runner.threads import apply_threads, thread_policy
+
+    # Thread policy first: the pool sizes are fixed before torch starts its runtimes.
+    policy = thread_policy(workers, threads)
+    apply_threads(policy.threads)
+
     from harness.runner.executor import InProcessExecutor
     from harness.runner.pool import PoolExecutor
     from harness.runner.publish import export_cells, method_labels, parse_shard
@@ -247,7 +267,7 @@ def run(
             device=device or loaded.spec.experiment.device,
         )
     elif kind == "pool":
-        chosen = PoolExecutor(workers, threads)
+        chosen = PoolExecutor(workers, policy.threads)
     else:
         chosen = InProcessExecutor()
     summary = run_spec(
@@ -256,7 +276,6 @@ def run(
         device=device,
         console=err,
         retry_failed=not keep_failed,
-        make_report=not no_report,
         only_methods=only,
         only_seeds=seed,
         executor=chosen,
@@ -277,12 +296,39 @@ def run(
         f"[bold]done[/] {summary.done} ran, {summary.skipped} reused, "
         f"{summary.failed} failed; store {summary.store_path}"
     )
-    if summary.report_path:
-        err.print(f"report {summary.report_path}")
+    report_failed = False
+    if not no_report:
+        report_failed = not _write_run_report(loaded, target)
     if summary.failed:
         for line in summary.failures:
             err.print(f"[red]failed[/] {line}", highlight=False)
         raise typer.Exit(1)
+    if report_failed:
+        raise typer.Exit(1)
+
+
+def _write_run_report(loaded, target: Path) -> bool:
+    """The report at the end of ``harness run`` (the runner itself never imports reports/);
+    False, with one line saying so, if it could not be written (the results stay stored)."""
+    from reports.leaderboard import ReportOptions, write_report
+
+    try:
+        path = write_report(
+            target / "results.duckdb",
+            target / "report",
+            experiment=loaded.spec.experiment.name,
+            options=ReportOptions.from_spec(loaded.spec),
+        )
+    except Exception as exc:  # the stored results stay valid; the report can be redone
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(
+            f"[red]report failed[/]: {type(exc).__name__}: {first}; the results are stored, "
+            f"rerun `harness report` after fixing it",
+            highlight=False,
+        )
+        return False
+    err.print(f"report {path}")
+    return True
 
 
 @app.command()
@@ -356,6 +402,7 @@ def import_(
     """Import result bundles after checking each one (cell id, digest, data, code version)."""
     from harness.runner.publish import bundle_files, import_bundles
     from harness.runner.runner import output_dir, prepare_store
+    from harness.store.lock import WriterLock
     from harness.store.store import Store
 
     if (spec is None) == (store is None):
@@ -368,7 +415,7 @@ def import_(
         loaded, store_path = None, store
         if not store_path.exists():
             raise FileNotFoundError(f"no results store at {store_path}")
-    with Store(store_path, wait_s=120.0) as db:
+    with WriterLock(store_path, "import"), Store(store_path, wait_s=120.0) as db:
         prepared = prepare_store(loaded, db)[0] if loaded is not None else None
         result = import_bundles(db, files, prepared)
     for _path, reason in result.rejected:
@@ -401,6 +448,7 @@ def verify(
     from harness.runner.publish import sample_cells, verify_cell
     from harness.runner.runner import output_dir, prepare_store
     from harness.runner.work import resolve_device
+    from harness.store.lock import WriterLock
     from harness.store.store import Store
 
     loaded = _load(spec)
@@ -411,7 +459,7 @@ def verify(
         )
     target = str(resolve_device(device or loaded.spec.experiment.device))
     outcomes = []
-    with Store(store_path, wait_s=120.0) as db:
+    with WriterLock(store_path, "verify"), Store(store_path, wait_s=120.0) as db:
         tasks = prepare_store(loaded, db, target)[1]
         done_ids = {c for c, s in db.cell_status([t.cell_id for t in tasks]).items() if s == "done"}
         done = [t for t in tasks if t.cell_id in done_ids]
@@ -516,23 +564,33 @@ def sql(
     ],
     store: Annotated[Path | None, typer.Option(help="results.duckdb file")] = None,
     spec: Annotated[Path | None, typer.Option(help="spec whose store to query")] = None,
+    out_dir: OutOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
     limit: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
 ) -> None:
-    """Query the results store read-only (views: per_user, leaderboard, plan, timings, ...)."""
+    """Query the results store read-only (views: per_user, leaderboard, plan, timings, ...).
+
+    The query runs in a sandbox: it can read this store and nothing else (DuckDB external
+    access disabled and configuration locked: no other files, no writes, no extensions)."""
     import duckdb
 
-    from harness.runner.runner import output_dir
-    from harness.store.store import StoreLocked, connect_read_only, fetch
+    from harness.store.store import StoreLocked, connect_sandbox, fetch
 
     if store is None:
-        if spec is None:
-            raise typer.BadParameter("give --store FILE or --spec SPEC", param_hint="--store")
-        store = output_dir(_load(spec, check_files=False)) / "results.duckdb"
+        if out_dir is not None:
+            store = out_dir / "results.duckdb"
+        elif spec is not None:
+            from harness.runner.runner import output_dir
+
+            store = output_dir(_load(spec, check_files=False)) / "results.duckdb"
+        else:
+            raise typer.BadParameter(
+                "give --store FILE, --out DIR or --spec SPEC", param_hint="--store"
+            )
     if not store.exists():
         raise FileNotFoundError(f"no results store at {store}; run `harness run` first")
     try:
-        con = connect_read_only(store)
+        con = connect_sandbox(store)
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise
@@ -543,7 +601,8 @@ def sql(
     try:
         frame = fetch(con, query)
     except duckdb.Error as exc:
-        err.print(f"[red]sql error[/] {exc}", highlight=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[red]sql error[/] {first}", highlight=False)
         raise typer.Exit(2) from None
     finally:
         con.close()
@@ -608,7 +667,11 @@ def methods() -> None:
     for kind, cls in available().items():
         out.print(f"[bold]{kind}[/] ({cls.family}, v{cls.version}): {(cls.__doc__ or '').strip()}")
         for name, info in cls.Params.model_fields.items():
-            out.print(f"    {name} = {info.default!r}  {info.description or ''}", highlight=False)
+            if info.is_required():
+                default = "(required)"
+            else:
+                default = f"= {info.get_default(call_default_factory=True)!r}"
+            out.print(f"    {name} {default}  {info.description or ''}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

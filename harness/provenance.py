@@ -77,7 +77,12 @@ def run_info(
     experiment: str,
     device: torch.device,
     argv: list[str],
+    threads: int | None = None,
+    workers: int = 1,
 ) -> dict:
+    """What the runs table records; ``threads`` is the intra-op thread count of each training
+    process (the thread policy; default: this process's torch threads), ``workers`` how many
+    processes trained side by side."""
     sha, dirty = git_state()
     return {
         "experiment": experiment,
@@ -92,4 +97,6 @@ def run_info(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "argv": " ".join(argv),
+        "threads": threads or torch.get_num_threads(),
+        "workers": workers,
     }

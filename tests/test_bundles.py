@@ -129,7 +129,7 @@ def published(tmp_path_factory) -> dict[str, Path]:
     """One trained store and its exported bundles, shared by the tests below."""
     root = tmp_path_factory.mktemp("published")
     spec = write_spec(root)
-    summary = run_spec(load_spec(spec), root / "out", device="cpu", make_report=False)
+    summary = run_spec(load_spec(spec), root / "out", device="cpu")
     assert (summary.done, summary.failed) == (8, 0)
     result = cli("export", spec, "--results", root / "out", "--out", root / "bundles")
     assert result.exit_code == 0, result.output
@@ -253,7 +253,7 @@ def test_spec_with_results_folder_trains_only_missing_cells(published, tmp_path)
     spec = write_spec(tmp_path, extra='results = ["leaderboard"]', methods=EXTRA_METHOD)
     plan = cli("plan", spec, "--out", tmp_path / "out")
     assert "in bundle: 8" in plan.output and "pending: 2" in plan.output
-    summary = run_spec(load_spec(spec), tmp_path / "out", device="cpu", make_report=False)
+    summary = run_spec(load_spec(spec), tmp_path / "out", device="cpu")
     assert (summary.imported, summary.done, summary.skipped) == (8, 2, 8)  # only bprmf_wide
     db = tmp_path / "out" / "results.duckdb"
     lb = view(db, "leaderboard")

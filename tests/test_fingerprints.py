@@ -44,7 +44,8 @@ def test_real_dataset_fingerprints_are_pinned(spec, dataset, shared_data):
     fingerprint, set_id, content = DATASETS[(spec, dataset)]
     assert prepared.fingerprint == prepared.dataset.fingerprint() == fingerprint
     # the candidate-set id hashes only the two fingerprints (never the split description)
-    assert prepared.candidate_set_id == candidate_set_id(fingerprint, loaded.spec.protocol.fingerprint())
+    protocol_fp = loaded.spec.protocol.fingerprint()
+    assert prepared.candidate_set_id == candidate_set_id(fingerprint, protocol_fp)
     assert prepared.candidate_set_id == set_id
     assert prepared.candidate_hash == content
 

@@ -171,7 +171,7 @@ def test_quickstart_matrix_on_two_nodes_equals_in_process(tmp_path, cluster):
     spec = tmp_path / "quickstart.toml"
     spec.write_text(text)
     serial, distributed = tmp_path / "serial", tmp_path / "ray"
-    run_spec(load_spec(spec), serial, device="cpu", make_report=False)
+    run_spec(load_spec(spec), serial, device="cpu")
     started = time.monotonic()
     result = _harness(
         str(spec), "--out", str(distributed), "--device", "cpu", "--no-report",
@@ -270,7 +270,7 @@ def test_a_worker_killed_in_a_chain_reruns_only_the_unfinished_cells(tmp_path, c
 
     # device auto: the GPU Ray assigned to the task, none here (no --gpus-per-cell) -> cpu
     executor = Watched("uclr", address=cluster, max_retries=1, device="auto")
-    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False, executor=executor)
+    summary = run_spec(load_spec(spec), out, device="cpu", executor=executor)
     assert len(executor.killed) == 1
     assert (summary.done, summary.failed) == (3, 0)
     assert sorted(starts) == ["pge", "pop", "uclr", "uclr"]
@@ -289,7 +289,7 @@ def test_a_worker_killed_past_max_retries_fails_its_cell_and_the_run_goes_on(tmp
     spec = _spec(tmp_path, seeds=(0,), epochs=60)
     out = tmp_path / "out"
     executor = _KillOnFirstEpoch("bprmf", address=cluster, max_retries=0)
-    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False, executor=executor)
+    summary = run_spec(load_spec(spec), out, device="cpu", executor=executor)
     assert len(executor.killed) == 1
     assert (summary.done, summary.failed) == (1, 1)
     db = out / "results.duckdb"
@@ -366,7 +366,7 @@ def test_drain_stops_handing_out_chains_and_running_chains_stop_before_their_nex
     spec.write_text(LADDER.format(params=LADDER_PARAMS, seeds=[0, 1]))
     out = tmp_path / "out"
     summary = run_spec(
-        load_spec(spec), out, device="cpu", make_report=False,
+        load_spec(spec), out, device="cpu",
         executor=DrainAtFirstStart(address=cluster),
     )  # fmt: skip
     # Both ladder chains were handed out; one whose worker was still starting when the drain

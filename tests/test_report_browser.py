@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.demo import make_demo_store
 from reports.site import build_report
+from tests.demo_store import make_demo_store
 
 FLAGS = [
     "--headless",

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from reports.demo import make_demo_store
 from reports.options import ReportOptions
 from reports.site import build_report
 from reports.stats import (
@@ -19,6 +18,7 @@ from reports.stats import (
     holm,
     paired_tests,
 )
+from tests.demo_store import make_demo_store
 
 # Known paired sample (e.g. per-user NDCG of two methods on 12 users).
 X = np.array([0.50, 0.31, 0.00, 1.00, 0.63, 0.39, 0.43, 0.00, 0.36, 0.50, 0.29, 1.00])

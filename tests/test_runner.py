@@ -65,9 +65,11 @@ def _scalar(db: Path, sql: str):
 
 def test_run_stores_per_user_rows_and_reuses_finished_cells(tmp_path):
     out = tmp_path / "out"
-    loaded = load_spec(_spec(tmp_path))
-    first = run_spec(loaded, out, device="cpu")
-    assert (first.done, first.failed, first.skipped) == (4, 0, 0)
+    result = CliRunner().invoke(
+        app, ["run", str(_spec(tmp_path)), "--out", str(out), "--device", "cpu", "--threads", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "done 4 ran, 0 reused, 0 failed" in result.output
     db = out / "results.duckdb"
     cases = _scalar(db, "SELECT sum(n_test_cases) FROM candidate_sets")
     # every test case gets one row per K, method and seed; nothing else
@@ -105,7 +107,7 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Popularity, "fit", boom)
     out = tmp_path / "out"
-    summary = run_spec(load_spec(_spec(tmp_path, seeds=(0,))), out, device="cpu", make_report=False)
+    summary = run_spec(load_spec(_spec(tmp_path, seeds=(0,))), out, device="cpu")
     assert (summary.done, summary.failed) == (1, 1)
     error = _scalar(out / "results.duckdb", "SELECT error FROM plan WHERE method = 'pop'")
     assert error.startswith("RuntimeError: planted failure")
@@ -158,7 +160,7 @@ def test_resume_after_kill_9_leaves_no_duplicates(tmp_path):
 
 def test_sql_command_is_read_only_and_formats(tmp_path):
     out = tmp_path / "out"
-    run_spec(load_spec(_spec(tmp_path, seeds=(0,))), out, device="cpu", make_report=False)
+    run_spec(load_spec(_spec(tmp_path, seeds=(0,))), out, device="cpu")
     db = str(out / "results.duckdb")
     runner = CliRunner()
     res = runner.invoke(
@@ -182,13 +184,31 @@ def test_sql_command_is_read_only_and_formats(tmp_path):
 def test_quickstart_spec_end_to_end(tmp_path):
     out = tmp_path / "qs"
     result = CliRunner().invoke(
-        app, ["run", str(REPO / "specs" / "quickstart.toml"), "--out", str(out), "--device", "cpu"]
+        app,
+        [
+            "run",
+            str(REPO / "specs" / "quickstart.toml"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "2",
+        ],
     )
     assert result.exit_code == 0, result.output
     db = out / "results.duckdb"
-    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 6
+    assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'done'") == 15
+    # Every personalised method beats popularity on every domain (NDCG@10, mean over seeds).
+    losers = _scalar(
+        db,
+        "SELECT count(*) FROM leaderboard l JOIN leaderboard p USING (domain, k, ranking) "
+        "WHERE p.method = 'mostpop' AND l.method <> 'mostpop' AND k = 10 "
+        "AND ranking = 'sampled' AND l.ndcg_mean <= p.ndcg_mean",
+    )
+    assert losers == 0
     html = (out / "report" / "index.html").read_text()
-    assert "Metric@10" in html and "Metric@20" in html and "MostPop" in html
+    assert "Metric@10" in html and "Metric@20" in html and "MostPop" in html and "UCLR" in html
     assert "<script src" not in html and "http" not in html.split("<body>")[1].split("<pre>")[0]
 
 
@@ -198,7 +218,7 @@ def test_worker_pool_matches_in_process_results(tmp_path):
 
     serial, pooled = tmp_path / "serial", tmp_path / "pooled"
     spec = _spec(tmp_path, seeds=(0, 1), epochs=4)
-    run_spec(load_spec(spec), serial, device="cpu", make_report=False)
+    run_spec(load_spec(spec), serial, device="cpu")
     started, epochs = [], []
 
     class Watched(PoolExecutor):
@@ -209,9 +229,7 @@ def test_worker_pool_matches_in_process_results(tmp_path):
                 lambda t, e: (epochs.append(t.cell_id), on_epoch(t, e)),
             )
 
-    summary = run_spec(
-        load_spec(spec), pooled, device="cpu", make_report=False, executor=Watched(2, 1)
-    )
+    summary = run_spec(load_spec(spec), pooled, device="cpu", executor=Watched(2, 1))
     assert (summary.done, summary.failed) == (4, 0)
     assert len(set(started)) == 4 and epochs  # events crossed the process boundary
     query = (
@@ -245,9 +263,7 @@ def test_only_and_seed_restrict_the_run_and_the_rest_stays_pending(tmp_path):
 
     out = tmp_path / "out"
     spec = _spec(tmp_path, seeds=(0, 1), epochs=3)
-    first = run_spec(
-        load_spec(spec), out, device="cpu", make_report=False, only_methods=["pop"], only_seeds=[1]
-    )
+    first = run_spec(load_spec(spec), out, device="cpu", only_methods=["pop"], only_seeds=[1])
     assert (first.done, first.planned) == (1, 4)
     done = _scalar(
         out / "results.duckdb",
@@ -255,10 +271,10 @@ def test_only_and_seed_restrict_the_run_and_the_rest_stays_pending(tmp_path):
     )
     assert done == "pop:1"
     with pytest.raises(SpecError, match=r"seed\(s\) \[7\]"):
-        run_spec(load_spec(spec), out, device="cpu", make_report=False, only_seeds=[7])
+        run_spec(load_spec(spec), out, device="cpu", only_seeds=[7])
     with pytest.raises(SpecError, match="undeclared method"):
-        run_spec(load_spec(spec), out, device="cpu", make_report=False, only_methods=["nope"])
-    rest = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+        run_spec(load_spec(spec), out, device="cpu", only_methods=["nope"])
+    rest = run_spec(load_spec(spec), out, device="cpu")
     assert (rest.done, rest.skipped) == (3, 1)
 
 
@@ -299,14 +315,12 @@ def test_drain_finishes_the_running_cell_and_leaves_the_rest_pending(tmp_path, w
 
     out = tmp_path / "out"
     spec = _spec(tmp_path, seeds=(0, 1), epochs=3)
-    summary = run_spec(
-        load_spec(spec), out, device="cpu", make_report=False, executor=DrainAfterFirstStart()
-    )
+    summary = run_spec(load_spec(spec), out, device="cpu", executor=DrainAfterFirstStart())
     assert (summary.done, summary.failed) == (1, 0)
     db = out / "results.duckdb"
     assert _scalar(db, "SELECT count(*) FROM plan WHERE status = 'pending'") == 3
     assert _scalar(db, "SELECT status FROM runs ORDER BY started_at DESC LIMIT 1") == "drained"
-    rest = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+    rest = run_spec(load_spec(spec), out, device="cpu")
     assert (rest.done, rest.skipped) == (3, 1)
 
 
@@ -345,7 +359,6 @@ def test_store_is_readable_between_commits_of_a_running_run(tmp_path):
         load_spec(_spec(tmp_path, seeds=(0,), epochs=2)),
         out,
         device="cpu",
-        make_report=False,
         executor=ReadWhileRunning(),
     )
     assert (summary.done, summary.failed) == (2, 0)
@@ -376,7 +389,6 @@ def test_plan_estimates_pending_cells_from_finished_cells_of_the_same_method(tmp
         load_spec(spec),
         out,
         device="cpu",
-        make_report=False,
         only_methods=["bprmf"],
         only_seeds=[0, 1],
     )
@@ -410,7 +422,6 @@ def test_logs_without_a_terminal_get_an_epoch_line_at_least_every_minute(tmp_pat
         load_spec(spec),
         tmp_path / "out",
         device="cpu",
-        make_report=False,
         only_methods=["bprmf"],
         console=Console(file=sink, force_terminal=False, width=200),
     )
@@ -427,7 +438,7 @@ def test_a_run_waits_for_a_reader_holding_the_store_instead_of_failing(tmp_path)
 
     out = tmp_path / "out"
     spec = _spec(tmp_path, seeds=(0,), epochs=2)
-    run_spec(load_spec(spec), out, device="cpu", make_report=False, only_methods=["pop"])
+    run_spec(load_spec(spec), out, device="cpu", only_methods=["pop"])
     db = out / "results.duckdb"
     holder = subprocess.Popen(
         [
@@ -445,6 +456,6 @@ def test_a_run_waits_for_a_reader_holding_the_store_instead_of_failing(tmp_path)
     assert holder.stdout.readline().strip() == "open"
     with pytest.raises(StoreLocked, match="in use by another process"):
         Store(db)
-    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+    summary = run_spec(load_spec(spec), out, device="cpu")
     holder.wait(timeout=30)
     assert (summary.done, summary.failed) == (1, 0)

@@ -386,7 +386,7 @@ def test_runner_stores_one_temperature_per_user_stage_and_domain(tmp_path: Path)
     spec = tmp_path / "uclr.toml"
     spec.write_text(SPEC)
     out = tmp_path / "out"
-    summary = run_spec(load_spec(spec), out, device="cpu", make_report=False)
+    summary = run_spec(load_spec(spec), out, device="cpu")
     assert (summary.done, summary.failed) == (1, 0)
     con = duckdb.connect(str(out / "results.duckdb"), read_only=True)
     try:

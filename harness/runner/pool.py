@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from harness.runner.cells import CellTask
 from harness.runner.executor import DRAIN, EpochHook, StartHook
+from harness.runner.threads import THREAD_VARS, apply_threads, set_thread_env, thread_policy
 from harness.runner.work import CellResult, run_cell
 from methods.registry import get_method
 
@@ -44,8 +45,8 @@ DIED = (
 
 
 def default_threads(workers: int) -> int:
-    """Cores per worker when not given: the machine's cores split evenly, at least one."""
-    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+    """Cores per worker when not given: this process's cores split evenly, at least one."""
+    return thread_policy(workers).threads
 
 
 def chains(tasks: list[CellTask]) -> list[list[int]]:
@@ -68,11 +69,9 @@ def _exit_with_parent(parent: int) -> None:
 
 def _init_worker(threads: int, events: queue.Queue, drain, parent: int) -> None:
     global _EVENTS, _DRAIN
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
+    # The pool variables came with the environment at spawn (set by the parent before the
+    # pool started, see PoolExecutor.run): torch is already imported by now.
+    apply_threads(threads)
     _EVENTS, _DRAIN = events, drain
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
@@ -105,6 +104,10 @@ class PoolExecutor:
         if not tasks:
             return
         ctx = mp.get_context("spawn")
+        # Workers inherit the environment when they are spawned, and import torch (whose
+        # OpenMP runtime reads OMP_NUM_THREADS once) before any initializer runs.
+        saved = {var: os.environ.get(var) for var in THREAD_VARS}
+        set_thread_env(self.threads)
         events, drain = ctx.Queue(), ctx.Event()
         groups = chains(tasks)
         pool = ProcessPoolExecutor(
@@ -156,6 +159,11 @@ class PoolExecutor:
                 for process in processes:
                     if process.is_alive():
                         process.terminate()
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
 
     @staticmethod
     def _busy(futures: dict[Future, list[int]], returned: set[int]) -> int:

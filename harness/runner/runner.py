@@ -36,6 +36,7 @@ from harness.runner.prepare import PreparedData, prepare
 from harness.runner.publish import bundle_files, import_bundles, shard_tasks
 from harness.runner.work import CellResult, resolve_device
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.store.lock import StoreBusy, WriterLock
 from harness.store.store import Store
 from methods.base import EpochLog
 from methods.registry import get_method
@@ -56,7 +57,6 @@ class RunSummary:
     done: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
-    report_path: Path | None = None
     selected: list[CellTask] = field(default_factory=list)  # the cells this run was given
     imported: int = 0  # cells imported from the spec's results folders
 
@@ -185,7 +185,6 @@ def run_spec(
     executor: Executor | None = None,
     console: Console | None = None,
     retry_failed: bool = True,
-    make_report: bool = True,
     only_methods: list[str] | None = None,
     only_seeds: list[int] | None = None,
     shard: tuple[int, int] | None = None,
@@ -193,7 +192,9 @@ def run_spec(
     """Run the spec's pending cells; ``only_methods`` / ``only_seeds`` restrict this run to
     some methods / seeds, ``shard`` (I, N) to the I-th of N deterministic slices of the plan
     (the plan and the report still cover the whole matrix). Bundles in the spec's
-    ``experiment.results`` folders are imported first, so the cells they hold are reused."""
+    ``experiment.results`` folders are imported first, so the cells they hold are reused. The
+    report is not written here: the CLI (``harness run``) renders it after this returns, so
+    that nothing in ``harness/`` depends on ``reports/``."""
     console = console or Console(stderr=True)
     executor = executor or InProcessExecutor()
     device_name = device or loaded.spec.experiment.device
@@ -202,17 +203,30 @@ def run_spec(
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "results.duckdb"
     run_id = datetime.now().strftime("%Y%m%dT%H%M%S-") + uuid.uuid4().hex[:6]
-    with Store(store_path, wait_s=STORE_WAIT_S) as store:
-        store.start_run(
-            run_id,
-            run_info(
-                loaded.path,
-                loaded.spec_hash,
-                loaded.text,
-                loaded.spec.experiment.name,
-                torch_device,
-                sys.argv,
-            ),
+    # One writer per store: a second `harness run` on this store stops here (StoreBusy, exit
+    # 3) instead of training the same cells; a killed run's lock dies with its process.
+    with WriterLock(store_path, run_id), Store(store_path, wait_s=STORE_WAIT_S) as store:
+        for orphan, started in store.close_orphan_runs():
+            console.print(
+                f"[yellow]note[/] run {orphan} (started {started:%Y-%m-%d %H:%M:%S}) ended "
+                f"without finishing (killed or crashed); recorded as interrupted",
+                highlight=False,
+            )
+        info = run_info(
+            loaded.path,
+            loaded.spec_hash,
+            loaded.text,
+            loaded.spec.experiment.name,
+            torch_device,
+            sys.argv,
+            threads=getattr(executor, "threads", None),
+            workers=getattr(executor, "workers", 1),
+        )
+        store.start_run(run_id, info)
+        console.print(
+            f"[bold]threads[/] {info['workers']} training process(es) x {info['threads']} "
+            f"thread(s) each (torch, OpenMP, MKL, OpenBLAS)",
+            highlight=False,
         )
         prepared: dict[str, PreparedData] = {}
         for name in loaded.spec.datasets:
@@ -265,22 +279,6 @@ def run_spec(
         finally:
             with store.held():
                 store.finish_run(run_id, state, summary.done, summary.failed)
-    if make_report:
-        from reports.leaderboard import ReportOptions, write_report
-
-        try:
-            summary.report_path = write_report(
-                store_path,
-                out / "report",
-                experiment=loaded.spec.experiment.name,
-                options=ReportOptions.from_spec(loaded.spec),
-            )
-        except Exception as exc:  # the stored results stay valid; the report can be redone
-            console.print(
-                f"[red]report failed[/]: {type(exc).__name__}: {exc}; the results are stored, "
-                f"rerun `harness report` after fixing it",
-                highlight=False,
-            )
     return summary
 
 
@@ -297,12 +295,17 @@ def prepare_store(
 
 def sync_published(loaded: LoadedSpec, store_path: Path, console: Console) -> int:
     """Import the spec's published results folders into its store (created if absent), so
-    `harness report` on a fresh clone renders the committed leaderboard."""
+    `harness report` on a fresh clone renders the committed leaderboard. Skipped, with a note,
+    while a run holds the store (its next start imports them anyway)."""
     if not loaded.spec.experiment.results:
         return 0
-    with Store(store_path, wait_s=STORE_WAIT_S) as store:
-        prepared, _tasks = prepare_store(loaded, store)
-        return _import_results(loaded, store, prepared, console)
+    try:
+        with WriterLock(store_path, "import"), Store(store_path, wait_s=STORE_WAIT_S) as store:
+            prepared, _tasks = prepare_store(loaded, store)
+            return _import_results(loaded, store, prepared, console)
+    except StoreBusy:
+        console.print("[yellow]note[/] a run is writing the store: published bundles not imported")
+        return 0
 
 
 def _import_results(
@@ -363,7 +366,11 @@ def _execute(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    # Without a terminal (logs, CI) the bars are off: finished cells and epoch heartbeats are
+    # printed as lines instead, each once.
+    with Progress(
+        *columns, console=console, transient=False, disable=not console.is_terminal
+    ) as progress:
         cells_bar = progress.add_task("cells", total=len(pending))
         epoch_bar = progress.add_task("", total=None, visible=False)
 
@@ -478,6 +485,7 @@ def _commit(store: Store, run_id: str, result: CellResult) -> None:
             "best_epoch": result.best_epoch,
             "best_valid": result.best_valid,
             "device": result.device,
+            "threads": result.threads,
             "notes": json.dumps(result.notes, default=str),
         },
         result.metrics if result.status == "done" else None,

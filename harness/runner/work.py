@@ -49,6 +49,7 @@ class CellResult:
     best_epoch: int = 0
     best_valid: float = float("nan")
     device: str = "cpu"
+    threads: int = 0  # torch intra-op threads the cell trained with (the thread policy)
     metrics: pl.DataFrame | None = None
     curves: list[EpochLog] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +101,9 @@ def training_data(task: CellTask, device: torch.device) -> TrainingData:
 def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None) -> CellResult:
     """Fit, evaluate and package one cell; failures are captured, never raised."""
     device = resolve_device(task.device)
-    result = CellResult(task=task, status="failed", device=str(device))
+    result = CellResult(
+        task=task, status="failed", device=str(device), threads=torch.get_num_threads()
+    )
     try:
         seed_everything(task.seed)
         data = task.prepared

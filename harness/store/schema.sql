@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS runs (
     argv VARCHAR,
     cells_planned INTEGER,
     cells_done INTEGER,
-    cells_failed INTEGER
+    cells_failed INTEGER,
+    threads INTEGER,           -- intra-op threads of each training process (thread policy)
+    workers INTEGER            -- training processes side by side
 );
 
 CREATE TABLE IF NOT EXISTS datasets (
@@ -94,7 +96,8 @@ CREATE TABLE IF NOT EXISTS cells (
     best_epoch INTEGER,
     best_valid DOUBLE,
     device VARCHAR,
-    notes VARCHAR                           -- JSON
+    notes VARCHAR,                          -- JSON
+    threads INTEGER                         -- torch intra-op threads it trained with
 );
 
 -- Where a cell's rows came from: NULL or 'run' (trained here), 'bundle' (imported, see
@@ -231,3 +234,8 @@ CREATE TABLE IF NOT EXISTS significance_results (
     reference_seed_std DOUBLE,
     n_seeds INTEGER
 );
+
+-- Columns added after the first release (stores written by older versions gain them).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS threads INTEGER;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS workers INTEGER;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS threads INTEGER;

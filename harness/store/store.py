@@ -22,13 +22,124 @@ import polars as pl
 from harness.errors import HarnessError
 from harness.protocol.candidates import CandidateSet, DomainCandidates
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreLocked", "connect_read_only", "fetch"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Store",
+    "StoreCorrupt",
+    "StoreLocked",
+    "check_store_file",
+    "connect_read_only",
+    "connect_sandbox",
+    "fetch",
+]
 
 SCHEMA_VERSION = "1"
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+DUCKDB_HEADER = 4096 * 3  # the main header and two database headers precede any block
 
 
 class StoreLocked(HarnessError):
     pass
+
+
+class StoreCorrupt(HarnessError):
+    """The results file exists but is not a readable DuckDB database."""
+
+
+def _corrupt(path: Path, problem: str) -> StoreCorrupt:
+    return StoreCorrupt(
+        f"results store {path} {problem}; move it aside (e.g. mv {path} {path}.bad) to "
+        f"start a new store there, or use --out DIR for another folder"
+    )
+
+
+def check_store_file(path: str | Path) -> None:
+    """Raise :class:`StoreCorrupt` for a file that cannot be a DuckDB store (0 bytes, another
+    format, shorter than DuckDB's headers); a missing file is fine (a new store)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise _corrupt(path, "is a folder, not a DuckDB file")
+    size = path.stat().st_size
+    if size == 0:
+        raise _corrupt(path, "is empty (0 bytes), not a DuckDB database")
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if len(head) < 12 or head[8:12] != DUCKDB_MAGIC:
+        raise _corrupt(path, "is not a DuckDB database (no DuckDB header)")
+    if size < DUCKDB_HEADER:
+        raise _corrupt(path, f"is truncated ({size} bytes, shorter than DuckDB's headers)")
+
+
+def verify_store(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Raise :class:`StoreCorrupt` if the file behind ``con`` is shorter than the blocks its
+    tables use (a truncated copy or a disk that filled up) or its metadata cannot be read.
+    Reads metadata only (``pragma_storage_info``): fast even for a large store."""
+    try:
+        name = con.execute("SELECT current_database()").fetchone()[0]
+        sizes = con.execute("PRAGMA database_size").fetchall()
+        block_size = next((row[2] for row in sizes if row[0] == name), None)
+        tables = con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() "
+            "WHERE database_name = ? AND NOT temporary",
+            [name],
+        ).fetchall()
+        last = -1
+        for schema, table in tables:
+            qualified = f'"{schema}"."{table}"'.replace("'", "''")
+            row = con.execute(
+                "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))) "
+                f"FROM pragma_storage_info('{qualified}') WHERE persistent"
+            ).fetchone()
+            if row and row[0] is not None:
+                last = max(last, int(row[0]))
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _corrupt(path, f"cannot be read ({first})") from None
+    if block_size and last >= 0:
+        needed = DUCKDB_HEADER + (last + 1) * int(block_size)
+        size = path.stat().st_size
+        if size < needed:
+            raise _corrupt(path, f"is truncated ({size} bytes; its tables use {needed})")
+
+
+def damaged_store_error(exc: BaseException) -> StoreCorrupt | None:
+    """A DuckDB error that says a file is short or corrupt, as a one-line StoreCorrupt naming
+    that file; None for any other error."""
+    import re
+
+    if not isinstance(exc, duckdb.Error):
+        return None
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    signs = ("could not read enough bytes", "corrupt", "checksum", "not a valid duckdb")
+    if not any(sign in text.lower() for sign in signs):
+        return None
+    match = re.search(r'file "([^"]+)"', text)
+    where = Path(match.group(1)) if match else Path("the results store")
+    return _corrupt(where, f"is truncated or damaged ({first})")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    """DuckDB's "another process holds the file" error (not e.g. "block ... out of range")."""
+    text = str(exc).lower()
+    return "could not set lock" in text or "conflicting lock" in text
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect with damaged files turned into one-line :class:`StoreCorrupt` errors;
+    a lock held by another process stays a ``duckdb.IOException`` (callers wait or say so)."""
+    check_store_file(path)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        if isinstance(exc, duckdb.IOException) and _is_lock_error(exc):
+            raise
+        if isinstance(exc, duckdb.ConnectionException):  # this process has it open otherwise
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _corrupt(path, f"cannot be opened as a DuckDB database ({first})") from None
 
 
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -44,13 +155,45 @@ def connect_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
     written by an older version (or by a run still in progress elsewhere) gets new views such
     as ``epoch_timings`` without being modified. Falls back to the stored views if the file
     lacks a table they need."""
-    con = duckdb.connect(str(path), read_only=True)
+    path = Path(path)
+    con = _connect(path, read_only=True)
+    try:
+        verify_store(con, path)
+    except StoreCorrupt:
+        con.close()
+        raise
     script = _sql("views.sql").replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW")
     try:
         con.execute(script)
     except duckdb.Error:
         con.close()
-        con = duckdb.connect(str(path), read_only=True)
+        con = _connect(path, read_only=True)
+        try:  # a file that opens but cannot be read (truncated after its headers)
+            con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+        except duckdb.Error as exc:
+            con.close()
+            first = str(exc).strip().splitlines()[0]
+            raise _corrupt(path, f"cannot be read ({first})") from None
+    return con
+
+
+SANDBOX_SETTINGS = (
+    "SET enable_external_access = false",  # no files, URLs, ATTACH, COPY, EXPORT, INSTALL/LOAD
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET lock_configuration = true",  # last: no statement can undo the ones above
+)
+
+
+def connect_sandbox(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for user SQL (``harness sql``): the views of
+    :func:`connect_read_only` are created first, then DuckDB's external access is disabled and
+    the configuration locked, so a query can read this store and nothing else: no other file
+    (``read_csv``, ``read_text``, ``glob``, ``ATTACH``), no writes (``COPY ... TO``,
+    ``EXPORT DATABASE``), no extension install or load, no network."""
+    con = connect_read_only(path)
+    for statement in SANDBOX_SETTINGS:
+        con.execute(statement)
     return con
 
 
@@ -72,13 +215,28 @@ def _connect_waiting(
         try:
             if read_only:
                 return connect_read_only(path)
-            return duckdb.connect(str(path), read_only=False)
+            return _connect(path, read_only=False)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
+            if not _is_lock_error(exc):
                 raise
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.5)
+
+
+def _verify_before_writing(path: Path) -> None:
+    """Check an existing file read-only before DuckDB opens it for writing (which would
+    already rewrite a header of a damaged file). Skipped while another process holds it."""
+    try:
+        con = _connect(path, read_only=True)
+    except duckdb.IOException as exc:
+        if _is_lock_error(exc):
+            return
+        raise
+    try:
+        verify_store(con, path)
+    finally:
+        con.close()
 
 
 class Store:
@@ -91,6 +249,8 @@ class Store:
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"no results store at {self.path}; run `harness run` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only and self.path.exists():
+            _verify_before_writing(self.path)
         self.con: duckdb.DuckDBPyConnection | None = _connect_waiting(self.path, read_only, wait_s)
         if self.con is None:
             raise StoreLocked(
@@ -98,11 +258,16 @@ class Store:
                 f"(another `harness run`?); wait for it or stop it"
             )
         if not read_only:
-            self.con.execute(_sql("schema.sql"))
-            self.con.execute(_sql("views.sql"))
-            self.con.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
-            )
+            try:
+                self.con.execute(_sql("schema.sql"))
+                self.con.execute(_sql("views.sql"))
+                self.con.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
+                )
+            except duckdb.IOException as exc:  # a block past the end of a truncated file
+                self.close()
+                first = str(exc).strip().splitlines()[0]
+                raise _corrupt(self.path, f"cannot be read ({first})") from None
 
     def close(self) -> None:
         if self.con is not None:
@@ -145,6 +310,27 @@ class Store:
         values = [run_id, _now(), "running", *info.values()]
         marks = ", ".join("?" for _ in columns)
         self.con.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({marks})", values)
+
+    def close_orphan_runs(self) -> list[tuple[str, datetime]]:
+        """Record runs still marked ``running`` as ``interrupted`` (call while holding the
+        writer lock: then no other run is alive, so these were killed or crashed). Their end
+        time is their last commit (else their start) and their counts are the cells they
+        stored. Returns (run id, started) of each."""
+        rows = self.con.execute(
+            "SELECT run_id, started_at FROM runs WHERE status = 'running' ORDER BY started_at"
+        ).fetchall()
+        if rows:
+            self.con.execute(
+                "UPDATE runs SET status = 'interrupted', "
+                "finished_at = coalesce((SELECT max(c.finished_at) FROM cells c "
+                "  WHERE c.run_id = runs.run_id), started_at), "
+                "cells_done = (SELECT count(*) FROM cells c "
+                "  WHERE c.run_id = runs.run_id AND c.status = 'done'), "
+                "cells_failed = (SELECT count(*) FROM cells c "
+                "  WHERE c.run_id = runs.run_id AND c.status = 'failed') "
+                "WHERE status = 'running'"
+            )
+        return rows
 
     def finish_run(self, run_id: str, status: str, done: int, failed: int) -> None:
         self.con.execute(

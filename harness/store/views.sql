@@ -1,10 +1,31 @@
 -- Documented views: the stable SQL interface (see README "Querying results").
 -- Metric values are fractions in [0, 1]; reports multiply by 100.
 
+-- One row per planned cell. `epochs` and `best_epoch` are what the method reports: BPRMF sums
+-- epochs over its per-domain models and reports the latest best epoch over domains; UCLR sums
+-- stages A + B + C and reports stage C's latest best epoch; CAT-ART counts its ART stage.
+-- `epochs_by_stage` is the full account from the curves, per stage and domain, with each
+-- one's best validation epoch ("bprmf/books 40 (best 35); ..."; "best ?" where a stage is
+-- validated by another measure). `reused_s` is the training seconds of stages the cell took
+-- from the in-process stage cache (UCLR's ladder), not included in its `train_s`.
 CREATE OR REPLACE VIEW plan AS
 SELECT p.experiment, p.dataset, p.method, p.display_name, p.kind, p.family, p.seed, p.cell_id,
        coalesce(c.status, 'pending') AS status, c.error, c.train_s, c.infer_s, c.epochs,
-       c.best_epoch, c.best_valid, c.device, c.finished_at
+       c.best_epoch, c.best_valid, c.device, c.finished_at,
+       (SELECT string_agg(stage || coalesce('/' || domain, '') || ' ' || n || ' (best '
+                          || coalesce(CAST(best AS VARCHAR), '?') || ')', '; '
+                          ORDER BY first_seen)
+        FROM (SELECT k.stage, k.domain, count(DISTINCT k.epoch) AS n,
+                     arg_max(k.epoch, k.value) FILTER (WHERE k.name = 'valid_ndcg') AS best,
+                     min(k.rowid) AS first_seen
+              FROM curves k WHERE k.cell_id = p.cell_id GROUP BY k.stage, k.domain))
+         AS epochs_by_stage,
+       coalesce((SELECT sum(CAST(json_extract(c.notes::JSON, '$."' || key || '".seconds')
+                                 AS DOUBLE))
+                 FROM (SELECT unnest(json_keys(c.notes::JSON)) AS key)
+                 WHERE json_extract_string(c.notes::JSON, '$."' || key || '".from_cache')
+                       = 'true'), 0) AS reused_s,
+       c.threads
 FROM plan_cells p LEFT JOIN cells c USING (cell_id);
 
 CREATE OR REPLACE VIEW per_user_all AS
@@ -49,7 +70,10 @@ SELECT experiment, dataset, method, count(*) AS n_seeds, avg(train_s) AS train_s
        avg(train_s / nullif(epochs, 0)) AS train_s_per_epoch, any_value(device) AS device,
        stddev_samp(train_s) AS train_s_std, stddev_samp(infer_s) AS infer_s_std,
        string_agg(DISTINCT device, '; ' ORDER BY device) AS devices,
-       any_value(kind) AS kind, any_value(family) AS family
+       any_value(kind) AS kind, any_value(family) AS family,
+       -- the full cost: the cell's own seconds plus the stages it reused from the stage cache
+       avg(train_s + reused_s) AS train_s_full, stddev_samp(train_s + reused_s) AS train_s_full_std,
+       avg(reused_s) AS reused_s
 FROM plan WHERE status = 'done'
 GROUP BY experiment, dataset, method;
 

@@ -4,7 +4,7 @@ FOR TESTS AND PREVIEWS ONLY: no model is trained; per-user ranks are drawn at ra
 simple skill model (UCLR best, activity helps) so that the ablation ladder, the backbones table,
 temperatures, paper deltas and significance marks all have something to show before the real
 methods exist. The store is written through the same ``Store`` API as the runner, so the views
-and the report see exactly the layout of a real run. ``python -m reports.demo OUT`` writes
+and the report see exactly the layout of a real run. ``python -m tests.demo_store OUT`` writes
 ``OUT/results.duckdb`` and ``OUT/report/``.
 """
 
@@ -107,7 +107,7 @@ def make_demo_store(
     }
     set_id = _hash(fingerprint, json.dumps(protocol, sort_keys=True))
     spec_text = (
-        "# FABRICATED demo store (reports/demo.py): random numbers, no model was trained.\n"
+        "# FABRICATED demo store (tests/demo_store.py): random numbers, no model was trained.\n"
         f'[experiment]\nname = "{DEMO_EXPERIMENT}"\nseeds = {list(seeds)}\n'
         'description = "Fabricated numbers that exercise every table and figure of the report."'
         '\n\n[datasets.douban]\nloader = "douban"\n\n[protocol]\nks = [10, 20]\n'
@@ -129,7 +129,7 @@ def make_demo_store(
                 "hostname": "demo",
                 "python": sys.version.split()[0],
                 "platform": "demo",
-                "argv": "python -m reports.demo",
+                "argv": "python -m tests.demo_store",
             },
         )
         domains_df = pl.DataFrame(
