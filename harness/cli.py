@@ -442,6 +442,10 @@ def verify(
         ),
     ] = 0.01,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="intra-op threads (default: what the stored cell used, else 1)"),
+    ] = None,
     out_dir: OutOpt = None,
 ) -> None:
     """Retrain stored (e.g. published) cells and compare their per-user rows."""
@@ -478,7 +482,7 @@ def verify(
             raise typer.BadParameter("name cells with --cell ID or draw some with --sample N")
         for task in chosen:
             err.print(f"retraining {task.dataset}/{task.method}/seed {task.seed} ...")
-            outcome = verify_cell(db, task, tolerance)
+            outcome = verify_cell(db, task, tolerance, threads)
             outcomes.append(outcome)
             out.print(outcome.line(), highlight=False)
             if outcome.error:

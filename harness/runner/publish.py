@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import torch
 
 from harness.errors import HarnessError
 from harness.runner.cells import CellTask, cell_identity, code_version, identity_hash
@@ -309,12 +310,21 @@ class Verification:
         )
 
 
-def verify_cell(store: Store, task: CellTask, tolerance: float) -> Verification:
+def verify_cell(
+    store: Store, task: CellTask, tolerance: float, threads: int | None = None
+) -> Verification:
     """Retrain ``task`` and compare its per-user rows with the stored ones: exactly when the
     stored rows were computed on the same device kind, else every domain's mean metric within
-    ``tolerance``. The outcome is stored in ``verifications``."""
+    ``tolerance``. It trains with ``threads`` intra-op threads, by default the number the
+    stored cell recorded (else 1): a CPU reduction split over another number of threads may
+    round differently. The outcome is stored in ``verifications``."""
     cell, _run, stored, _curves, _values = store.cell_content(task.cell_id)
-    result = run_cell(task)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or cell.get("threads") or 1)
+    try:
+        result = run_cell(task)
+    finally:
+        torch.set_num_threads(before)
     stored_kind, rerun_kind = str(cell["device"]).split(":")[0], result.device.split(":")[0]
     rule = "exact" if stored_kind == rerun_kind else "tolerance"
     if result.status != "done":
