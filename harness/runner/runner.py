@@ -33,6 +33,7 @@ from harness.runner.cells import CellTask, code_version, plan_cells
 from harness.runner.executor import DRAIN, Executor, InProcessExecutor
 from harness.runner.prepare import PreparedData, prepare
 from harness.runner.work import CellResult, resolve_device
+from harness.search.driver import Search
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from harness.store.store import Store
 from methods.base import EpochLog
@@ -95,7 +96,7 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
     try:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
         target = str(resolve_device(device or loaded.spec.experiment.device))
-        tasks = plan_cells(loaded, prepared, target)
+        tasks = Search(loaded, plan_cells(loaded, prepared, target)).propose(store)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
         costs = store.cell_costs() if store else []
     finally:
@@ -183,19 +184,27 @@ def run_spec(
                 f"{data.candidate_set_id} (content {data.candidate_hash}), "
                 f"{data.dataset.n_users} users, domains {data.dataset.domain_names}"
             )
-        tasks = plan_cells(loaded, prepared, str(torch_device))
-        store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, tasks))
+        search = Search(loaded, plan_cells(loaded, prepared, str(torch_device)))
+        tasks = search.propose(store)  # without a search: exactly plan_cells
+        store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks()))
+        if search.active:
+            search.save(store, loaded.spec.experiment.name)
         status = store.cell_status([t.cell_id for t in tasks])
         finished = {"done"} if retry_failed else {"done", "failed"}
         seen: set[str] = set()
-        pending = []
         wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
-        for t in tasks:  # identical cells (same kind, params, seed) run once
-            if t.method not in wanted or (only_seeds and t.seed not in only_seeds):
-                continue
-            if status.get(t.cell_id) not in finished and t.cell_id not in seen:
-                pending.append(t)
-                seen.add(t.cell_id)
+
+        def pending_of(tasks: list[CellTask], status: dict, finished: set) -> list[CellTask]:
+            out = []
+            for t in tasks:  # identical cells (same kind, params, seed) run once
+                if t.method not in wanted or (only_seeds and t.seed not in only_seeds):
+                    continue
+                if status.get(t.cell_id) not in finished and t.cell_id not in seen:
+                    out.append(t)
+                    seen.add(t.cell_id)
+            return out
+
+        pending = pending_of(tasks, status, finished)
         summary = RunSummary(
             run_id,
             store_path,
@@ -214,6 +223,21 @@ def run_spec(
         store.release()  # readable between commits: `harness sql` works while cells train
         try:
             _execute(executor, pending, store, run_id, summary, console)
+            while search.active and not DRAIN.is_set():  # TPE rounds; then the selection
+                with store.held():
+                    tasks = search.propose(store)
+                    store.replace_plan(
+                        loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks())
+                    )
+                    search.save(store, loaded.spec.experiment.name)
+                    status = store.cell_status([t.cell_id for t in tasks])
+                # a cell tried in this run is not retried in a later round of it
+                pending = pending_of(tasks, status, {"done", "failed"})
+                if not pending:
+                    break
+                summary.planned = len(tasks)
+                console.print(f"[bold]search round[/]: {len(pending)} more trial cells")
+                _execute(executor, pending, store, run_id, summary, console)
             state = "drained" if DRAIN.is_set() else "finished"
         finally:
             with store.held():

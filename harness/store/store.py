@@ -51,6 +51,9 @@ def connect_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
     except duckdb.Error:
         con.close()
         con = duckdb.connect(str(path), read_only=True)
+    search = _sql("search_views.sql").replace("OR REPLACE VIEW", "OR REPLACE TEMP VIEW")
+    with contextlib.suppress(duckdb.Error):  # a store older than the search tables
+        con.execute(search)
     return con
 
 
@@ -100,6 +103,7 @@ class Store:
         if not read_only:
             self.con.execute(_sql("schema.sql"))
             self.con.execute(_sql("views.sql"))
+            self.con.execute(_sql("search_views.sql"))
             self.con.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
             )
