@@ -78,46 +78,44 @@ def dimensions(method: MethodSpec) -> list[Dimension]:
     """Parse a method's spaces (declared order); raise :class:`SpaceError` on the first
     malformed one. Types against the method's Params are checked by :func:`validate_search`."""
     cls = get_method(method.kind)
-    out = []
-    for name, raw in method.search.spaces().items():
-        loc = (name,)
-        if isinstance(raw, list):
-            values = raw
-        elif isinstance(raw, dict) and set(raw) == {"choices"}:
-            values = raw["choices"]
-            loc = (name, "choices")
-            if not isinstance(values, list):
-                raise SpaceError(loc, "choices must be a list of values")
-        elif isinstance(raw, dict) and {"low", "high"} <= set(raw) <= _RANGE_KEYS:
-            field = cls.Params.model_fields.get(name)
-            kind = _numeric_kind(field.annotation) if field else "float"
-            if kind is None:
-                raise SpaceError(
-                    loc, "a range needs a numeric parameter; give a list of values instead"
-                )
-            low, high, log = raw["low"], raw["high"], raw.get("log", False)
-            if not isinstance(log, bool):
-                raise SpaceError((name, "log"), f"log must be true or false (got {log!r})")
-            for key, v in (("low", low), ("high", high)):
-                ok = isinstance(v, int) if kind == "int" else isinstance(v, int | float)
-                if isinstance(v, bool) or not ok:
-                    raise SpaceError((name, key), f"must be an {kind} here (got {v!r})")
-            if not low < high:
-                raise SpaceError((name, "low"), f"low must be below high (got {low} >= {high})")
-            if log and low <= 0:
-                raise SpaceError((name, "low"), f"a log range needs low > 0 (got {low})")
-            out.append(Dimension(name, (), low, high, log, kind == "int"))
-            continue
-        else:
+    return [_dimension(cls, name, raw) for name, raw in method.search.spaces().items()]
+
+
+def _dimension(cls: Any, name: str, raw: Any) -> Dimension:
+    loc: tuple = (name,)
+    if isinstance(raw, list):
+        values = raw
+    elif isinstance(raw, dict) and set(raw) == {"choices"}:
+        values = raw["choices"]
+        loc = (name, "choices")
+        if not isinstance(values, list):
+            raise SpaceError(loc, "choices must be a list of values")
+    elif isinstance(raw, dict) and {"low", "high"} <= set(raw) <= _RANGE_KEYS:
+        field = cls.Params.model_fields.get(name)
+        kind = _numeric_kind(field.annotation) if field else "float"
+        if kind is None:
             raise SpaceError(
-                loc, "expected a list of values, {low, high, log} or {choices = [...]}"
+                loc, "a range needs a numeric parameter; give a list of values instead"
             )
-        if not values:
-            raise SpaceError(loc, "the list of values is empty")
-        if len({repr(v) for v in values}) != len(values):
-            raise SpaceError(loc, f"values repeat: {values}")
-        out.append(Dimension(name, tuple(values)))
-    return out
+        low, high, log = raw["low"], raw["high"], raw.get("log", False)
+        if not isinstance(log, bool):
+            raise SpaceError((name, "log"), f"log must be true or false (got {log!r})")
+        for key, v in (("low", low), ("high", high)):
+            ok = isinstance(v, int) if kind == "int" else isinstance(v, int | float)
+            if isinstance(v, bool) or not ok:
+                raise SpaceError((name, key), f"must be an {kind} here (got {v!r})")
+        if not low < high:
+            raise SpaceError((name, "low"), f"low must be below high (got {low} >= {high})")
+        if log and low <= 0:
+            raise SpaceError((name, "low"), f"a log range needs low > 0 (got {low})")
+        return Dimension(name, (), low, high, log, kind == "int")
+    else:
+        raise SpaceError(loc, "expected a list of values, {low, high, log} or {choices = [...]}")
+    if not values:
+        raise SpaceError(loc, "the list of values is empty")
+    if len({repr(v) for v in values}) != len(values):
+        raise SpaceError(loc, f"values repeat: {values}")
+    return Dimension(name, tuple(values))
 
 
 def budget_of(spec: Spec, method: MethodSpec, dims: list[Dimension]) -> int:
@@ -164,11 +162,13 @@ def validate_search(spec: Spec, method_params: dict[str, MethodParams], add) -> 
                 bad = True
         if bad:
             continue
-        try:
-            dims = dimensions(method)
-        except SpaceError as exc:
-            add((*where, *exc.loc), str(exc))
-            continue
+        dims = []
+        for param, raw in spaces.items():
+            try:
+                dims.append(_dimension(cls, param, raw))
+            except SpaceError as exc:
+                add((*where, *exc.loc), str(exc))
+                bad = True
         for dim in dims:
             if dim.is_range:
                 checks = [("low", dim.low), ("high", dim.high)]
@@ -178,6 +178,8 @@ def validate_search(spec: Spec, method_params: dict[str, MethodParams], add) -> 
                 problem = _check_value(cls, method.params, dim.name, value)
                 if problem:
                     add((*where, dim.name, key), problem)
+        if bad:
+            continue
         if method.search.strategy == "grid":
             ranged = [d.name for d in dims if d.is_range]
             if ranged:
