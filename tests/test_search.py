@@ -272,6 +272,7 @@ learning_rate = [1e-6, 0.03, 1e-5]
 
 [methods.tuned]
 kind = "bprmf"
+label = "BPRMF (TPE)"
 [methods.tuned.params]
 embedding_size = 16
 batch_size = 256
@@ -335,8 +336,11 @@ def test_grid_and_tpe_select_the_learning_rate_that_trains(searched):
         "WHERE p.cell_id = s.cell_id AND p.status = 'done'",
     ) == [(4,)]
     assert _q(db, "SELECT count(DISTINCT cell_id) FROM per_user") == [(6,)]
-    trials = _q(db, "SELECT count(DISTINCT cell_id) FROM search_trials")[0][0]
-    assert trials == 2 * (3 + 1) + 2 * (5 + 1)  # trials and paper cells, all stored
+    rows, cells = _q(db, "SELECT count(*), count(DISTINCT cell_id) FROM search_trials")[0]
+    assert rows == 2 * (3 + 1) + 2 * (5 + 1)  # trials and paper cells of both methods
+    # content addressing: 'tuned' with its own params (lr 1e-6) is bprmf's grid trial lr 1e-6
+    assert cells == rows - 2
+    assert _q(db, "SELECT count(*) FROM cells WHERE status = 'done'") == [(cells + 2,)]  # + pop
     assert "tuning-syn.html" in {p.name for p in (out / "report").iterdir()}
 
 
