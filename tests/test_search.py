@@ -387,3 +387,51 @@ def test_selection_and_every_table_ignore_the_test_metrics_of_trials(searched):
     tuning_after = (out / "report" / "tuning-syn.html").read_text()
     strip = lambda html: "\n".join(x for x in html.splitlines() if "Generated" not in x)  # noqa: E731
     assert strip(tuning_after) == strip(tuning_before)
+
+
+KILLED = """[methods.bprmf.search]
+strategy = "tpe"
+trials = 4
+startup_trials = 1
+paper = false
+learning_rate = { low = 1e-6, high = 0.1, log = true }
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_selection(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from harness.runner.runner import run_spec
+
+    loaded = _load(tmp_path, KILLED)
+    whole = tmp_path / "whole"
+    run_spec(loaded, whole, device="cpu", only_methods=["bprmf"], make_report=False)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(loaded.path), "--out", str(out)]
+    cmd += ["--device", "cpu", "--no-report", "--only", "bprmf"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO
+    )
+    committed = 0
+    for line in proc.stdout:
+        if line.startswith("cell done"):
+            committed += 1
+            if committed == 4:  # seed 0 round 1, seed 1 round 1, seed 0 round 2, ...
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    db = out / "results.duckdb"
+    assert _q(db, "SELECT count(*) FROM cells WHERE status = 'done'")[0][0] < 8
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    reused = "SELECT method, seed, trial, cell_id FROM search_trials ORDER BY ALL"
+    assert _q(db, reused) == _q(whole / "results.duckdb", reused)
+    chosen = "SELECT * EXCLUDE (selected_at) FROM search_selections ORDER BY ALL"
+    assert _q(db, chosen) == _q(whole / "results.duckdb", chosen)
+    assert _q(db, "SELECT count(*) FROM cells WHERE status = 'done'") == [(8,)]
