@@ -79,12 +79,15 @@ def _load(spec: Path, check_files: bool = True):
 @friendly
 def validate(spec: SpecArg) -> None:
     """Check a spec (keys, types, methods, parameters, files, cross-references)."""
+    from harness.search.space import describe as describe_search
+
     loaded = _load(spec)
     s = loaded.spec
     n_cells = sum(len(loaded.datasets_of(m)) for m in s.methods) * len(s.experiment.seeds)
     out.print(
         f"[green]ok[/] {spec}: {len(s.datasets)} dataset(s), {len(s.methods)} method(s), "
         f"{len(s.experiment.seeds)} seed(s) -> {n_cells} cells; spec hash {loaded.spec_hash}"
+        + describe_search(s)
     )
 
 

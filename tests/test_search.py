@@ -341,7 +341,10 @@ def test_grid_and_tpe_select_the_learning_rate_that_trains(searched):
     # content addressing: 'tuned' with its own params (lr 1e-6) is bprmf's grid trial lr 1e-6
     assert cells == rows - 2
     assert _q(db, "SELECT count(*) FROM cells WHERE status = 'done'") == [(cells + 2,)]  # + pop
-    assert "tuning-syn.html" in {p.name for p in (out / "report").iterdir()}
+    page = (out / "report" / "tuning-syn.html").read_text()
+    assert page.count("<svg") == 2  # validation vs learning_rate for both methods
+    assert "Paper settings vs tuned · syn · all users · NDCG@10" in page
+    assert 'href="tuning-syn.html"' in (out / "report" / "index.html").read_text()
 
 
 @pytest.mark.slow
@@ -435,3 +438,25 @@ def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_selection(tmp_path
     chosen = "SELECT * EXCLUDE (selected_at) FROM search_selections ORDER BY ALL"
     assert _q(db, chosen) == _q(whole / "results.duckdb", chosen)
     assert _q(db, "SELECT count(*) FROM cells WHERE status = 'done'") == [(8,)]
+
+
+def test_a_search_whose_trials_all_fail_selects_nothing_and_plans_the_failure(
+    tmp_path, monkeypatch
+):
+    from harness.runner.runner import run_spec
+    from methods.bprmf import BPRMF
+
+    def boom(self, data, ctx):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(BPRMF, "fit", boom)
+    loaded = _load(tmp_path, "[methods.bprmf.search]\nreg = [1e-5, 1e-2]")
+    out = tmp_path / "out"
+    summary = run_spec(loaded, out, device="cpu", make_report=False)
+    # two trials per seed; the paper cell (reg 1e-5) is the first trial's cell; pop is fine
+    assert (summary.failed, summary.done) == (2 * 2, 2)
+    db = out / "results.duckdb"
+    rows = _q(db, "SELECT complete, cell_id, trials_failed FROM selections ORDER BY seed")
+    assert rows == [(True, None, 2), (True, None, 2)]
+    assert _q(db, "SELECT DISTINCT status FROM plan WHERE method = 'bprmf'") == [("failed",)]
+    assert _q(db, "SELECT count(*) FROM per_user WHERE method = 'bprmf'") == [(0,)]

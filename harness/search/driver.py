@@ -80,6 +80,9 @@ class SeedSearch:
         chosen = self.selected
         if chosen is not None:
             return chosen.task
+        failed = [t for t in self.trials if t.status == "failed"]
+        if self.complete and failed:  # nothing selectable: the plan shows the first failure
+            return failed[0].task
         key = f"{self.dataset}/{self.method}/{self.seed}/{self.base.cell_id}"
         placeholder = PENDING_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:12]
         return dataclasses.replace(self.base, cell_id=placeholder)

@@ -202,3 +202,18 @@ def validate_search(spec: Spec, method_params: dict[str, MethodParams], add) -> 
                     f"the grid has {size} points but {source} = {budget}; a grid runs every "
                     f"point (set trials = {size} or change the values)",
                 )
+
+
+def describe(spec: Spec) -> str:
+    """One line on the searches of a valid spec (for ``harness validate``), or ''."""
+    methods = searched_methods(spec)
+    if not methods:
+        return ""
+    parts, total = [], 0
+    n_datasets = {m: len(spec.methods[m].datasets or spec.datasets) for m in methods}
+    for name, method in methods.items():
+        budget = budget_of(spec, method, dimensions(method))
+        extra = budget + (1 if method.search.paper else 0)
+        total += extra * n_datasets[name] * len(spec.experiment.seeds)
+        parts.append(f"{name} ({method.search.strategy}, {budget} trials per seed)")
+    return f"; searches: {', '.join(parts)} -> {total} trial and paper cells in their place"
