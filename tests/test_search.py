@@ -460,3 +460,7 @@ def test_a_search_whose_trials_all_fail_selects_nothing_and_plans_the_failure(
     assert rows == [(True, None, 2), (True, None, 2)]
     assert _q(db, "SELECT DISTINCT status FROM plan WHERE method = 'bprmf'") == [("failed",)]
     assert _q(db, "SELECT count(*) FROM per_user WHERE method = 'bprmf'") == [(0,)]
+    # dropping the search from the spec drops its trials and selections from the experiment
+    run_spec(_load(tmp_path, "", name="plain.toml"), out, device="cpu", make_report=False)
+    assert _q(db, "SELECT count(*) FROM search_trials") == [(0,)]
+    assert _q(db, "SELECT count(*) FROM selections") == [(0,)]

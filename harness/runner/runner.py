@@ -187,8 +187,7 @@ def run_spec(
         search = Search(loaded, plan_cells(loaded, prepared, str(torch_device)))
         tasks = search.propose(store)  # without a search: exactly plan_cells
         store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks()))
-        if search.active:
-            search.save(store, loaded.spec.experiment.name)
+        search.save(store, loaded.spec.experiment.name)  # (clears those of a former search)
         status = store.cell_status([t.cell_id for t in tasks])
         finished = {"done"} if retry_failed else {"done", "failed"}
         seen: set[str] = set()
