@@ -464,3 +464,23 @@ def test_a_search_whose_trials_all_fail_selects_nothing_and_plans_the_failure(
     run_spec(_load(tmp_path, "", name="plain.toml"), out, device="cpu", make_report=False)
     assert _q(db, "SELECT count(*) FROM search_trials") == [(0,)]
     assert _q(db, "SELECT count(*) FROM selections") == [(0,)]
+
+
+@pytest.mark.slow
+def test_tuning_page_opens_in_headless_chromium(searched, tmp_path):
+    import re
+
+    from tests.test_report_browser import _run
+
+    _tmp, _loaded, out, _summary = searched
+    page = out / "report" / "tuning-syn.html"
+    html = page.read_text()
+    n_tables = html.count("<table")
+    assert n_tables >= 5
+    dom = _run(["--dump-dom", page.resolve().as_uri() + "?selftest"], tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], "\n".join(console)
+    root = re.search(r"<html[^>]*>", dom.stdout).group(0)
+    assert 'data-report-ready="1"' in root and 'data-selftest="ok"' in root, root
+    assert f'data-tables="{n_tables}"' in root
