@@ -359,6 +359,12 @@ def test_rerun_reuses_every_trial_and_proposes_the_same_ones(searched):
     assert again.done == 0 and again.failed == 0
     assert _q(db, "SELECT * EXCLUDE (selected_at) FROM search_selections ORDER BY ALL") == before
     assert _q(db, "SELECT * FROM search_trials ORDER BY ALL") == trials
+    # `harness plan` lists every trial and paper cell, all done
+    from harness.runner.runner import plan_status
+
+    plan = plan_status(loaded, db, device="cpu")
+    assert plan.height == 2 + 2 * (3 + 1) + 2 * (5 + 1)
+    assert set(plan["status"].to_list()) == {"done"}
 
 
 @pytest.mark.slow
