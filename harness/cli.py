@@ -89,6 +89,7 @@ def _load(spec: Path, check_files: bool = True):
 def validate(spec: SpecArg) -> None:
     """Check a spec (keys, types, methods, parameters, files, cross-references) and, when the
     data files exist, what needs the data (domains of methods, enough items for negatives)."""
+    from harness.search.space import describe as describe_search
     from harness.spec.load import check_against_data
 
     loaded = _load(spec)
@@ -98,6 +99,7 @@ def validate(spec: SpecArg) -> None:
     out.print(
         f"[green]ok[/] {spec}: {len(s.datasets)} dataset(s), {len(s.methods)} method(s), "
         f"{len(s.experiment.seeds)} seed(s) -> {n_cells} cells; spec hash {loaded.spec_hash}"
+        + describe_search(s)
     )
 
 
@@ -401,7 +403,7 @@ def import_(
 ) -> None:
     """Import result bundles after checking each one (cell id, digest, data, code version)."""
     from harness.runner.publish import bundle_files, import_bundles
-    from harness.runner.runner import output_dir, prepare_store
+    from harness.runner.runner import output_dir, prepare_data, record_plan
     from harness.store.lock import WriterLock
     from harness.store.store import Store
 
@@ -416,8 +418,10 @@ def import_(
         if not store_path.exists():
             raise FileNotFoundError(f"no results store at {store_path}")
     with WriterLock(store_path, "import"), Store(store_path, wait_s=120.0) as db:
-        prepared = prepare_store(loaded, db)[0] if loaded is not None else None
+        prepared = prepare_data(loaded, db) if loaded is not None else None
         result = import_bundles(db, files, prepared)
+        if loaded is not None:
+            record_plan(loaded, db, prepared)
     for _path, reason in result.rejected:
         err.print(f"[red]rejected[/] {reason}", highlight=False)
     err.print(f"{len(files)} bundle(s): {result.summary()}; store {store_path}", highlight=False)
@@ -450,7 +454,7 @@ def verify(
 ) -> None:
     """Retrain stored (e.g. published) cells and compare their per-user rows."""
     from harness.runner.publish import sample_cells, verify_cell
-    from harness.runner.runner import output_dir, prepare_store
+    from harness.runner.runner import output_dir, prepare_data, record_plan
     from harness.runner.work import resolve_device
     from harness.store.lock import WriterLock
     from harness.store.store import Store
@@ -464,7 +468,7 @@ def verify(
     target = str(resolve_device(device or loaded.spec.experiment.device))
     outcomes = []
     with WriterLock(store_path, "verify"), Store(store_path, wait_s=120.0) as db:
-        tasks = prepare_store(loaded, db, target)[1]
+        tasks = record_plan(loaded, db, prepare_data(loaded, db), target)
         done_ids = {c for c, s in db.cell_status([t.cell_id for t in tasks]).items() if s == "done"}
         done = [t for t in tasks if t.cell_id in done_ids]
         chosen = []

@@ -48,6 +48,7 @@ from reports.tables import (
     stage_timings_table,
     timings_table,
 )
+from reports.tuning import has_search, tuning_blocks, tuning_page_name
 
 __all__ = ["Block", "build_report", "choose_references", "page_name", "write_report"]
 
@@ -384,6 +385,7 @@ def build_report(
             _persist(store, experiment, refs, sig)
         ctx = Context(data, options, refs, ladders, sig)
         prov = _provenance(con, data)
+        tuning = {d: tuning_blocks(con, experiment, d) for d in has_search(con, experiment)}
     finally:
         con.close()
 
@@ -406,6 +408,9 @@ def build_report(
     pages = {}
     for dataset in data.datasets:
         sections = _dataset_sections(ctx, dataset)
+        if dataset in tuning:
+            link = (tuning_page_name(dataset, safe_name), "Hyperparameter search and selection")
+            sections[0].blocks.insert(0, Block("link", link))
         all_tables += _collect_tables(sections)
         html = env.get_template("dataset.html.j2").render(
             **common,
@@ -419,6 +424,19 @@ def build_report(
         path.write_text(html, encoding="utf-8")
         pages[dataset] = path
 
+    for dataset, parts in tuning.items():  # reports/tuning.py: one page per searched dataset
+        sections = [
+            Section(f"tuning-{i}", title, [Block(_kind(b), b) for b in blocks])
+            for i, (title, blocks) in enumerate(parts)
+        ]
+        all_tables += _collect_tables(sections)
+        html = env.get_template("tuning.html.j2").render(
+            **common, dataset=dataset, sections=sections, dataset_page=page_name(dataset)
+        )
+        path = out_dir / tuning_page_name(dataset, safe_name)
+        path.write_text(html, encoding="utf-8")
+        pages[f"tuning:{dataset}"] = path
+
     index_sections = []
     for dataset in data.datasets:
         boards = [
@@ -429,8 +447,12 @@ def build_report(
             link = Block(
                 "link", (page_name(dataset), f"{dataset}: all tables, statistics and figures")
             )
+            links = [link]
+            if dataset in tuning:
+                tuned = (tuning_page_name(dataset, safe_name), f"{dataset}: hyperparameter search")
+                links.append(Block("link", tuned))
             index_sections.append(
-                Section(f"board-{safe_name(dataset)}", f"Leaderboard: {dataset}", [*boards, link])
+                Section(f"board-{safe_name(dataset)}", f"Leaderboard: {dataset}", [*boards, *links])
             )
     t1 = dataset_table(ctx, data.datasets)
     index_sections.append(Section("datasets", "Datasets (Table 1)", [Block("table", t1)]))
@@ -497,6 +519,10 @@ def build_report(
         "persisted": store is not None,
         "options": options,
     }
+
+
+def _kind(block: object) -> str:
+    return "table" if isinstance(block, Table) else "figure"
 
 
 def _description(spec_text: str | None) -> str:

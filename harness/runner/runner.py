@@ -35,6 +35,7 @@ from harness.runner.executor import DRAIN, Executor, InProcessExecutor
 from harness.runner.prepare import PreparedData, prepare
 from harness.runner.publish import bundle_files, import_bundles, shard_tasks
 from harness.runner.work import CellResult, resolve_device
+from harness.search.driver import Search
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from harness.store.lock import StoreBusy, WriterLock
 from harness.store.store import Store
@@ -103,7 +104,7 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
     try:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
         target = str(resolve_device(device or loaded.spec.experiment.device))
-        tasks = plan_cells(loaded, prepared, target)
+        tasks = Search(loaded, plan_cells(loaded, prepared, target)).propose(store)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
         costs = store.cell_costs() if store else []
         origins, stale = _origins_and_stale(store) if store else ({}, set())
@@ -239,28 +240,33 @@ def run_spec(
                 f"{data.dataset.n_users} users, domains {data.dataset.domain_names}"
             )
         imported = _import_results(loaded, store, prepared, console)
-        tasks = plan_cells(loaded, prepared, str(torch_device))
-        store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, tasks))
+        search = Search(loaded, plan_cells(loaded, prepared, str(torch_device)))
+        tasks = search.propose(store)  # without a search: exactly plan_cells
+        store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks()))
+        search.save(store, loaded.spec.experiment.name)  # (clears those of a former search)
         status = store.cell_status([t.cell_id for t in tasks])
         finished = {"done"} if retry_failed else {"done", "failed"}
         seen: set[str] = set()
-        pending = []
         wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
-        selected = [
-            t
-            for t in (shard_tasks(tasks, *shard) if shard else tasks)
-            if t.method in wanted and (not only_seeds or t.seed in only_seeds)
-        ]
-        for t in selected:  # identical cells (same kind, params, seed) run once
-            if status.get(t.cell_id) not in finished and t.cell_id not in seen:
-                pending.append(t)
-                seen.add(t.cell_id)
+        selected: dict[str, CellTask] = {}  # every cell this run was given, by id
+
+        def pending_of(tasks: list[CellTask], status: dict, finished: set) -> list[CellTask]:
+            out = []
+            for t in shard_tasks(tasks, *shard) if shard else tasks:
+                if t.method not in wanted or (only_seeds and t.seed not in only_seeds):
+                    continue
+                selected.setdefault(t.cell_id, t)
+                if status.get(t.cell_id) not in finished and t.cell_id not in seen:
+                    out.append(t)  # identical cells (same kind, params, seed) run once
+                    seen.add(t.cell_id)
+            return out
+
+        pending = pending_of(tasks, status, finished)
         summary = RunSummary(
             run_id,
             store_path,
             planned=len(tasks),
             skipped=sum(1 for t in tasks if status.get(t.cell_id) in finished),
-            selected=selected,
             imported=imported,
         )
         store.con.execute(
@@ -275,22 +281,45 @@ def run_spec(
         store.release()  # readable between commits: `harness sql` works while cells train
         try:
             _execute(executor, pending, store, run_id, summary, console)
+            while search.active and not DRAIN.is_set():  # TPE rounds; then the selection
+                with store.held():
+                    tasks = search.propose(store)
+                    store.replace_plan(
+                        loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks())
+                    )
+                    search.save(store, loaded.spec.experiment.name)
+                    status = store.cell_status([t.cell_id for t in tasks])
+                # a cell tried in this run is not retried in a later round of it
+                pending = pending_of(tasks, status, {"done", "failed"})
+                if not pending:
+                    break
+                summary.planned = len(tasks)
+                console.print(f"[bold]search round[/]: {len(pending)} more trial cells")
+                _execute(executor, pending, store, run_id, summary, console)
             state = "drained" if DRAIN.is_set() else "finished"
         finally:
+            summary.selected = list(selected.values())
             with store.held():
                 store.finish_run(run_id, state, summary.done, summary.failed)
     return summary
 
 
-def prepare_store(
-    loaded: LoadedSpec, store: Store, device: str = "cpu"
-) -> tuple[dict[str, PreparedData], list[CellTask]]:
-    """Prepare every dataset into ``store`` and record the spec's plan, as a run does first:
-    what importing bundles, verifying cells or reporting on a fresh store needs."""
-    prepared = {name: prepare(loaded, name, store) for name in loaded.spec.datasets}
-    tasks = plan_cells(loaded, prepared, device)
-    store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, tasks))
-    return prepared, tasks
+def prepare_data(loaded: LoadedSpec, store: Store) -> dict[str, PreparedData]:
+    """Prepare every dataset into ``store`` (data, users, candidate lists), as a run does."""
+    return {name: prepare(loaded, name, store) for name in loaded.spec.datasets}
+
+
+def record_plan(
+    loaded: LoadedSpec, store: Store, prepared: dict[str, PreparedData], device: str = "cpu"
+) -> list[CellTask]:
+    """Record the spec's plan in ``store`` (search trials proposed from what the store holds)
+    and return every cell of it, trials included: what importing bundles, verifying cells or
+    reporting on a fresh store needs after :func:`prepare_data`."""
+    search = Search(loaded, plan_cells(loaded, prepared, device))
+    tasks = search.propose(store)
+    store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks()))
+    search.save(store, loaded.spec.experiment.name)
+    return tasks
 
 
 def sync_published(loaded: LoadedSpec, store_path: Path, console: Console) -> int:
@@ -301,8 +330,10 @@ def sync_published(loaded: LoadedSpec, store_path: Path, console: Console) -> in
         return 0
     try:
         with WriterLock(store_path, "import"), Store(store_path, wait_s=STORE_WAIT_S) as store:
-            prepared, _tasks = prepare_store(loaded, store)
-            return _import_results(loaded, store, prepared, console)
+            prepared = prepare_data(loaded, store)
+            imported = _import_results(loaded, store, prepared, console)
+            record_plan(loaded, store, prepared)
+            return imported
     except StoreBusy:
         console.print("[yellow]note[/] a run is writing the store: published bundles not imported")
         return 0

@@ -62,7 +62,13 @@ class LoadedSpec:
 
     @property
     def spec_hash(self) -> str:
-        canonical = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+        data = self.spec.model_dump(mode="json")
+        if data["experiment"].get("search_budget") is None:  # specs without a search keep
+            data["experiment"].pop("search_budget", None)  # the hash they had before it
+        for method in data["methods"].values():
+            if method.get("search") is None:
+                method.pop("search", None)
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def issue(self, loc: tuple, message: str) -> SpecIssue:
@@ -105,6 +111,9 @@ def load_spec(path: str | Path, check_files: bool = True) -> LoadedSpec:
         raise SpecError(issues) from None
 
     method_params = _validate_methods(spec, add)
+    from harness.search.space import validate_search  # local: the search imports the spec
+
+    validate_search(spec, method_params, add)
     loader_configs = _validate_datasets(spec, path.parent, add, check_files)
     _cross_check(spec, loader_configs, add)
     if check_files:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["DatasetSpec", "ExperimentSpec", "MethodSpec", "ProtocolSpec", "Spec"]
+__all__ = ["DatasetSpec", "ExperimentSpec", "MethodSpec", "ProtocolSpec", "SearchSpec", "Spec"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 
@@ -40,6 +40,9 @@ class ExperimentSpec(_Strict):
         default_factory=list,
         description="folders of published result bundles (relative to the spec file) that "
         "`harness run` imports first, so matching cells are reused instead of retrained",
+    )
+    search_budget: int | None = Field(
+        None, ge=1, description="trials per seed of every searched method (unless it sets trials)"
     )
 
     @field_validator("name")
@@ -112,12 +115,31 @@ class ProtocolSpec(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class SearchSpec(_Strict):
+    """``[methods.NAME.search]``: the options below plus one space per method parameter (a list
+    of values, ``{low, high, log}`` or ``{choices = [...]}``), checked by harness.search.space."""
+
+    model_config = ConfigDict(extra="allow")
+    strategy: Literal["grid", "random", "tpe"] = "grid"
+    trials: int | None = Field(None, ge=1, description="trials per seed (default: search_budget)")
+    seed: int = Field(0, description="seeds the proposals (random, tpe)")
+    round_size: int = Field(1, ge=1, description="tpe: trials proposed per round")
+    startup_trials: int | None = Field(
+        None, ge=1, description="tpe: random trials before the model (default: a third)"
+    )
+    paper: bool = Field(True, description="also run the method's own params per seed (paper)")
+
+    def spaces(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class MethodSpec(_Strict):
     kind: str = Field(description="registered method kind, e.g. 'bprmf'")
     label: str | None = Field(None, description="name shown in reports (default: the table key)")
     datasets: list[str] | None = Field(None, description="restrict to these datasets")
     domains: list[str] | None = Field(None, description="evaluate only these domains")
     params: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec | None = Field(None, description="hyperparameter search on validation")
 
 
 class Spec(_Strict):

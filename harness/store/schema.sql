@@ -239,3 +239,39 @@ CREATE TABLE IF NOT EXISTS significance_results (
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS threads INTEGER;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS workers INTEGER;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS threads INTEGER;
+-- Hyperparameter search (harness/search): every trial of a searched method per seed, and the
+-- selection per seed on validation only. Trials are ordinary cells; only the selected cell is in
+-- plan_cells (under the method's name), so no other trial reaches a view of the report.
+CREATE TABLE IF NOT EXISTS search_trials (
+    experiment VARCHAR,
+    dataset VARCHAR,
+    method VARCHAR,
+    seed INTEGER,
+    trial INTEGER,                          -- 1..budget; 0: the method's own params (paper)
+    role VARCHAR,                           -- trial | paper
+    strategy VARCHAR,                       -- grid | random | tpe
+    round INTEGER,                          -- tpe: the round that proposed it (others: 1)
+    cell_id VARCHAR,
+    search_values VARCHAR,                  -- JSON: the searched parameters' values
+    params VARCHAR,                         -- JSON: the resolved parameters of the cell
+    PRIMARY KEY (experiment, dataset, method, seed, trial)
+);
+
+CREATE TABLE IF NOT EXISTS search_selections (
+    experiment VARCHAR,
+    dataset VARCHAR,
+    method VARCHAR,
+    seed INTEGER,
+    strategy VARCHAR,
+    budget INTEGER,                         -- trials per seed
+    trials_proposed INTEGER,
+    trials_done INTEGER,
+    trials_failed INTEGER,
+    complete BOOLEAN,                       -- every trial of the budget has finished
+    trial INTEGER,                          -- the selected trial (NULL until complete)
+    cell_id VARCHAR,
+    chosen VARCHAR,                         -- JSON: the selected values
+    validation DOUBLE,                      -- its validation score (cells.best_valid)
+    selected_at TIMESTAMP,
+    PRIMARY KEY (experiment, dataset, method, seed)
+);

@@ -174,6 +174,9 @@ def connect_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
             con.close()
             first = str(exc).strip().splitlines()[0]
             raise _corrupt(path, f"cannot be read ({first})") from None
+    search = _sql("search_views.sql").replace("OR REPLACE VIEW", "OR REPLACE TEMP VIEW")
+    with contextlib.suppress(duckdb.Error):  # a store older than the search tables
+        con.execute(search)
     return con
 
 
@@ -261,6 +264,7 @@ class Store:
             try:
                 self.con.execute(_sql("schema.sql"))
                 self.con.execute(_sql("views.sql"))
+                self.con.execute(_sql("search_views.sql"))
                 self.con.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION]
                 )
