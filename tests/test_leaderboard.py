@@ -71,4 +71,4 @@ def test_a_published_douban_cell_retrains_identically(tmp_path):
     assert cli("import", target, "--spec", spec, "--out", out).exit_code == 0
     result = cli("verify", spec, "--out", out, "--cell", target.stem, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("OK") and "(exact;" in result.output
+    assert f"OK {target.stem} (exact;" in result.output and " 0 of " in result.output
