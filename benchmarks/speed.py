@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `harness` sets it; read at torch's import
+
 import numpy as np
 import torch
 
