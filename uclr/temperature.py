@@ -221,36 +221,39 @@ class _ChunkedSurrogate(torch.autograd.Function):
         surrogate, new_log_u, estimate = out
         scale = 1.0 / (n * rows)
         inv_tau = tau.reciprocal().unsqueeze(1)
-        logits_buf = torch.empty(min(chunk, rows), rows, dtype=a.dtype, device=a.device)
-        exp_buf = torch.empty_like(logits_buf)
+        buffer = torch.empty(min(chunk, rows), rows, dtype=a.dtype, device=a.device)
         for start in range(0, rows, chunk):
             end = min(start + chunk, rows)
-            block_a = a[start:end]
-            # l = h/τ = (a_i/τ_i)·b_k − l_ii: the temperature is folded into the [c, m] rows.
-            logits = torch.mm(block_a * inv_tau[start:end], b.T, out=logits_buf[: end - start])
-            diagonal = logits.diagonal(offset=start)
-            logits.sub_(diagonal.clone().unsqueeze(1))  # l_ii = 0 exactly
-            diagonal.fill_(-math.inf)
-            top = logits.amax(dim=1)  # the max over the negatives k ≠ i
-            diagonal.zero_()
-            # One exp pass serves the log-estimate and the weights: p̃ = e^(l − M)·e^(M − a);
-            # M − a ≤ log(n/γ), so the rescaling never overflows.
-            e = torch.sub(logits, top.unsqueeze(1), out=exp_buf[: end - start]).exp_()
-            e.diagonal(offset=start).zero_()
+            block_a, t = a[start:end], tau[start:end]
+            scaled_a = block_a * inv_tau[start:end]
+            # r_ik = S_ik/τ_i; the logits are l_ik = r_ik − r_ii (l_ii = 0, the positive).
+            r = torch.mm(scaled_a, b.T, out=buffer[: end - start])
+            diagonal = r.diagonal(offset=start)
+            positive = diagonal.clone()
+            diagonal.fill_(-math.inf)  # the negatives k ≠ i only
+            top = r.amax(dim=1)  # max_k r_ik; the max of l is top − r_ii
+            # One exp pass serves the log-estimate and the weights: p̃ = e^(l − M)·e^(M − a)
+            # with M = max_k l_ik; M − a ≤ log(n/γ), so the rescaling never overflows.
+            e = r.sub_(top.unsqueeze(1)).exp_()  # e^(l − M), zero on the diagonal
             total = e.sum(dim=1)
-            est = total.log().add_(top).sub_(math.log(n))
+            shift = top - positive  # M
+            est = total.log().add_(shift).sub_(math.log(n))
             lu = log_moving_average(log_u[start:end], est, visited[start:end], gamma)
-            row_scale = (top - lu).exp_()  # p̃_ik = e_ik·row_scale_i
-            # surrogate_i = (1/n) Σ_k p̃_ik h_ik = (τ_i/n)·row_scale_i·Σ_k e_ik l_ik
-            dot = torch.linalg.vecdot(e, logits)
-            surrogate[start:end] = dot * row_scale * tau[start:end] / n
+            row_scale = (shift - lu).exp_()  # p̃_ik = e_ik·row_scale_i
+            # Σ_k e_ik b_k serves the surrogate and the gradient of a:
+            # Σ_k e_ik l_ik = (a_i/τ_i)·Σ_k e_ik b_k − r_ii·Σ_k e_ik.
+            eb = e @ b
+            dot = torch.linalg.vecdot(scaled_a, eb) - positive * total
+            surrogate[start:end] = dot * row_scale * t / n
             new_log_u[start:end], estimate[start:end] = lu, est
-            # dS: p̃/(nB) off the diagonal, minus their row sum on it.
-            row_scale.mul_(scale)
-            e.mul_(row_scale.unsqueeze(1))
-            e.diagonal(offset=start).copy_(-(total * row_scale))
-            torch.mm(e, b, out=grad_a[start:end])
-            grad_b.addmm_(e.T, block_a)
+            # dS = p̃/(nB) off the diagonal and minus its row sum on it, so
+            # ∂/∂a_i = w_i·(Σ_k e_ik b_k − total_i·b_i) and ∂/∂b = eᵀ(w ⊙ a) − (w·total ⊙ a)
+            # on the chunk's own rows, with w = row_scale/(nB).
+            weight = (row_scale * scale).unsqueeze(1)
+            own = (weight * total.unsqueeze(1)) * block_a
+            torch.mul(eb - total.unsqueeze(1) * b[start:end], weight, out=grad_a[start:end])
+            grad_b.addmm_(e.T, weight * block_a)
+            grad_b[start:end] -= own
         ctx.save_for_backward(grad_a, grad_b)
         return surrogate.mean()
 
