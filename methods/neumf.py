@@ -312,7 +312,7 @@ def _analytic_step(
     batch, g, e = len(users), net.gmf_dim, net.mlp_dim
     rows = torch.cat([users, items + net.n_users])
     unique, inverse = torch.unique(rows, return_inverse=True)
-    gathered = net.table[unique][inverse]
+    gathered = net.table[rows]  # the same rows as leaf[inverse], in one gather
     user_rows, item_rows = gathered[:batch], gathered[batch:]
     parts = []
     if g:
