@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from harness.data.dataset import Dataset, DomainData
 # One intra-op thread: test tensors are small, and OpenMP spin-waiting makes multi-threaded
 # kernels orders of magnitude slower whenever other processes share the cores.
 torch.set_num_threads(1)
+# Tests never write to the user's prepared-dataset cache; tests/test_data_cache.py points it
+# at temporary folders.
+os.environ.setdefault("HARNESS_CACHE_DIR", "off")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -18,7 +18,7 @@ from methods.lightgcn import (
     train_lightgcn_embeddings,
 )
 from methods.popularity import Popularity, PopularityParams
-from methods.training import seeded_generator
+from methods.training import Workspace, seeded_generator
 from tests.conftest import RANDOM_NDCG10, fit_planted, planted_training_data
 
 # A tiny graph: user 6 and items 5, 6 have no edge; user 2 has three items.
@@ -92,6 +92,29 @@ def test_analytic_gradient_matches_autograd_on_the_dense_model(layers):
     )
     assert torch.allclose(grad, leaf.grad)
     assert torch.allclose(bpr + reg * l2, loss)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2, 3, 4])
+def test_reused_buffers_give_bit_identical_gradients(layers):
+    """The training step writes its layers and gradient into workspace buffers (addmm with
+    beta=0 into stale, even NaN, memory); the result must equal fresh tensors bit for bit,
+    step after step."""
+    adjacency = build_adjacency(USERS, ITEMS, N_USERS, N_ITEMS)
+    nonzero = row_of_nonzero(adjacency)
+    gen = seeded_generator(5)
+    ego = torch.randn(N_USERS + N_ITEMS, 6, generator=gen)
+    workspace = Workspace()
+    for name in ("layer0", "layer1", "grad"):
+        workspace.take(name, N_USERS + N_ITEMS, 6, ego).fill_(float("nan"))
+    for _step in range(3):
+        users = torch.randint(N_USERS, (5,), generator=gen)
+        pos = torch.randint(N_ITEMS, (5,), generator=gen) + N_USERS
+        neg = torch.randint(N_ITEMS, (5,), generator=gen) + N_USERS
+        fresh = lightgcn_gradient(adjacency, ego, users, pos, neg, layers, 0.3, nonzero)
+        reused = lightgcn_gradient(adjacency, ego, users, pos, neg, layers, 0.3, nonzero, workspace)
+        for a, b in zip(fresh, reused, strict=True):
+            assert torch.equal(a, b)
+        ego = ego - 0.1 * fresh[0]
 
 
 def test_lightgcn_learns_the_planted_signal_and_is_deterministic():

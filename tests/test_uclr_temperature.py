@@ -20,6 +20,7 @@ from uclr.temperature import (
     TemperatureCollapse,
     TemperatureConfig,
     UserTemperatures,
+    chunked_contrastive_terms,
     fixed_temperature_loss,
     full_matrix_terms,
     log_moving_average,
@@ -251,3 +252,54 @@ def test_full_matrix_step_equals_the_reference_functions():
         (g_fast,) = torch.autograd.grad(fast.sum(), [z], retain_graph=True)
         (g_slow,) = torch.autograd.grad(slow.sum(), [z], retain_graph=True)
         assert torch.allclose(g_fast, g_slow, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 64])
+def test_chunked_contrastive_terms_equal_the_full_matrix_step(chunk):
+    """Stage C's blocked contrastive term: same loss, input gradients, τ-gradient, moving
+    average and estimate as the full [B, B] path, for chunks that do and do not divide B."""
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(50, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(50, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    tau = 0.02 + 0.5 * torch.rand(50, generator=gen, dtype=torch.float64)
+    previous = torch.randn(50, generator=gen, dtype=torch.float64)
+    visited = torch.rand(50, generator=gen) < 0.5
+    cfg = TemperatureConfig(rho=0.8, gamma=0.9)
+    for x, y in ((z, z2), (z2, z)):  # both directions of the symmetric loss
+        a, b = F.normalize(z, dim=1, eps=1e-8), F.normalize(z2, dim=1, eps=1e-8)
+        full, full_grad, full_u, full_est = full_matrix_terms(
+            cosine_similarity_matrix(x, y), tau, previous, visited, cfg
+        )
+        anchors, candidates = (a, b) if x is z else (b, a)
+        loss, grad, log_u, est = chunked_contrastive_terms(
+            anchors, candidates, tau, previous, visited, cfg, chunk
+        )
+        for got, want in ((loss, full.mean()), (grad, full_grad), (log_u, full_u), (est, full_est)):
+            assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+        want_grads = torch.autograd.grad(full.mean(), [z, z2])
+        got_grads = torch.autograd.grad(loss * 3.0, [z, z2])  # upstream gradient is applied
+        for got, want in zip(got_grads, want_grads, strict=True):
+            assert torch.allclose(got, 3.0 * want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("directions", [1, 2])
+def test_chunked_loss_updates_the_state_like_the_full_matrix_loss(directions):
+    gen = torch.Generator().manual_seed(8)
+    cfg = TemperatureConfig(rho=1.0, gamma=0.9, eta=0.05)
+    full = UserTemperatures(30, cfg, torch.device("cpu"), directions=directions)
+    full.tau = full.tau.double()
+    full.log_u, full.momentum = full.log_u.double(), full.momentum.double()
+    chunked = full.copy()
+    for _step in range(3):
+        users = torch.randperm(30, generator=gen)[:20]
+        z = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+        z2 = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+        sim = cosine_similarity_matrix(z, z2)
+        loss_full, stats_full = full.loss([sim, sim.T][:directions], users)
+        a, b = F.normalize(z, dim=1, eps=1e-8), F.normalize(z2, dim=1, eps=1e-8)
+        loss_chunked, stats_chunked = chunked.chunked_loss([(a, b), (b, a)][:directions], users, 6)
+        assert torch.allclose(loss_full, loss_chunked, rtol=1e-12)
+        for name, value in stats_full.items():
+            assert torch.allclose(value, stats_chunked[name], rtol=1e-12)
+        for name, value in full.state().items():
+            assert torch.allclose(value.double(), chunked.state()[name].double(), rtol=1e-12)

@@ -244,5 +244,8 @@ class UCLR(UCLRLadder):
 
     kind = "uclr"
     display_name = "UCLR"
+    # 2: stage C's contrastive term in anchor-row blocks and row-wise Adam for the items
+    # (float summation order only; stages A/B and the other rungs are unchanged).
+    version = "2"
     stage_b_mode = "ucl"
     fine_tune = True

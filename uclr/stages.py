@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from methods.base import EpochLog, FitContext, FitSummary, TrainingData
 from methods.scoring import DotScorer
-from methods.training import NegativeSampler, run_epochs, seeded_generator
+from methods.training import NegativeSampler, RowwiseAdam, run_epochs, seeded_generator
 from uclr.autoencoder import (
     CollaborativeAutoencoder,
     cosine_similarity_matrix,
@@ -55,6 +54,8 @@ __all__ = [
 Mode = Literal["rec", "cl", "ucl"]
 STAGE_B_SALT = 2001
 STAGE_C_SALT = 3001
+#: Anchor rows per block of stage C's contrastive term (a [256, B] block stays in cache).
+CONTRASTIVE_CHUNK = 256
 Log = Callable[[EpochLog], None]
 
 
@@ -97,10 +98,16 @@ class CombinedLoss:
         p: UCLRParams,
         temperatures: UserTemperatures | None,
         gen: torch.Generator,
+        chunk: int | None = None,
     ):
+        """``chunk``: for ``ucl``, compute the contrastive term in blocks of that many anchor
+        rows without forming the [B, B] similarity matrix
+        (:meth:`UserTemperatures.chunked_loss`; stage C). None: the full-matrix path that
+        stage B's published results were computed with."""
         if mode == "ucl" and temperatures is None:
             raise ValueError("mode 'ucl' needs per-user temperatures")
         self.mode, self.p, self.temperatures, self.gen = mode, p, temperatures, gen
+        self.chunk = chunk
 
     def __call__(
         self,
@@ -116,9 +123,20 @@ class CombinedLoss:
         masked = mask_embeddings(x, p.ae_mask_ratio, p.ae_mask_mode, self.gen)
         streams = dual_stream(ae, x, masked)
         rec = reconstruction_loss(streams.x_hat, streams.x_hat_masked, target)
+        parts: dict[str, torch.Tensor] = {}
+        if self.mode == "ucl" and self.chunk is not None:
+            assert self.temperatures is not None
+            # Normalised once; each direction reuses the same rows (no [B, B] tensor).
+            z = F.normalize(streams.z, dim=1, eps=1e-8)
+            z_masked = F.normalize(streams.z_masked, dim=1, eps=1e-8)
+            pairs = [(z, z_masked), (z_masked, z)] if p.ae_symmetric else [(z, z_masked)]
+            con, stats = self.temperatures.chunked_loss(pairs, users, self.chunk)
+            parts.update({k: v.detach() for k, v in stats.items()})
+            parts["loss_con"] = con.detach()
+            parts["loss_rec"] = rec.detach()
+            return con + p.ae_alpha * rec, parts
         sim = cosine_similarity_matrix(streams.z, streams.z_masked)
         sims = [sim, sim.T] if p.ae_symmetric else [sim]
-        parts: dict[str, torch.Tensor] = {}
         if self.mode == "cl":
             con = torch.stack([fixed_temperature_loss(margins(s), p.ae_cl_tau) for s in sims])
             con = con.mean()
@@ -291,20 +309,17 @@ class LoRAStage:
         self.table = LoRAUserTable(pge.users, p.lora_rank, self.gen, p.lora_alpha, p.lora_init_std)
         self.ae = stage_b.autoencoder(p, self.device)
         self.ae.requires_grad_(p.lora_finetune_ae)
-        items = pge.domain_items(domain).clone()
-        self.items = nn.Parameter(items, requires_grad=p.lora_finetune_items)
+        # A plain tensor: its rows are updated in place by row-wise Adam, outside autograd.
+        self.items = pge.domain_items(domain).clone()
         self.temperatures = stage_b.temperatures.copy()
-        self.objective = CombinedLoss("ucl", p, self.temperatures, self.gen)
+        self.objective = CombinedLoss("ucl", p, self.temperatures, self.gen, CONTRASTIVE_CHUNK)
         dense = [self.table.lora_B, self.table.lora_A]
         if p.lora_finetune_ae:
             dense += list(self.ae.parameters())
         self.opt = torch.optim.Adam(dense, lr=p.learning_rate)
-        # Items get row-wise (lazy) Adam, as in stage A: only the rows a batch touches move.
-        self.item_opt = (
-            torch.optim.SparseAdam([self.items], lr=p.learning_rate)
-            if p.lora_finetune_items
-            else None
-        )
+        # Items get row-wise (lazy) Adam, as in stage A: only the rows a batch touches move
+        # (torch.optim.SparseAdam's semantics without its coalesce and sparse-mask passes).
+        self.item_opt = RowwiseAdam(self.items, p.learning_rate) if p.lora_finetune_items else None
         self.train_users = data.users[domain].cpu()
         self.train_items = data.items[domain].cpu()
         self.sampler = NegativeSampler(self.train_users, self.train_items, data.n_items[domain])
@@ -329,8 +344,13 @@ class LoRAStage:
             j, k = pos_all[start : start + p.batch_size], negatives[start : start + p.batch_size]
             w_u = self.table(u)
             vec = self._score_vectors(w_u)
-            item_j = F.embedding(j, self.items, sparse=True)
-            item_k = F.embedding(k, self.items, sparse=True)
+            if self.item_opt is not None:
+                # The batch's distinct item rows as one leaf: its gradient is summed per row.
+                rows, inverse = torch.unique(torch.cat([j, k]), return_inverse=True)
+                leaf = self.items[rows].requires_grad_()
+                item_j, item_k = leaf[inverse].chunk(2)
+            else:
+                item_j, item_k = self.items[j], self.items[k]
             bpr = F.softplus(-(vec * (item_j - item_k)).sum(1)).mean()
             reg = (w_u.square().sum() + item_j.square().sum() + item_k.square().sum()) * (
                 p.lora_reg / (2 * len(u))
@@ -341,12 +361,10 @@ class LoRAStage:
             combined, parts = self.objective(self.ae, x, target, batch)
             loss = bpr + reg + combined
             self.opt.zero_grad(set_to_none=True)
-            if self.item_opt is not None:
-                self.item_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
             if self.item_opt is not None:
-                self.item_opt.step()
+                self.item_opt.step(rows, leaf.grad)
             _accumulate(totals, {"loss": loss.detach(), "loss_bpr": bpr.detach(), **parts})
             steps += 1
         out = {k: float(v) / max(steps, 1) for k, v in totals.items()}
@@ -359,7 +377,7 @@ class LoRAStage:
             return self._score_vectors(self.table.merged())
 
     def item_table(self) -> torch.Tensor:
-        return self.items.detach()
+        return self.items
 
     def validate(self) -> float:
         vectors, items, scorer = self.user_vectors(), self.item_table(), DotScorer()

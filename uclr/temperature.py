@@ -25,6 +25,7 @@ __all__ = [
     "TemperatureCollapse",
     "TemperatureConfig",
     "UserTemperatures",
+    "chunked_contrastive_terms",
     "fixed_temperature_loss",
     "full_matrix_terms",
     "log_moving_average",
@@ -201,6 +202,90 @@ def full_matrix_terms(
     return surrogate, grad, log_u, estimate
 
 
+class _ChunkedSurrogate(torch.autograd.Function):
+    """mean_i surrogate_i of :func:`full_matrix_terms` on S = a·bᵀ, from normalised rows a, b.
+
+    The forward pass walks the anchors in row chunks: each [c, B] block of S is formed by one
+    GEMM, turned into margins, logits, the log-estimate, the moving average and the weights p̃
+    in place, and its contribution to both input gradients is taken at once (dS = p̃/(nB) off
+    the diagonal, −Σ_k p̃_ik/(nB) on it, since h_ik = S_ik − S_ii). So no [B, B] tensor is ever
+    materialised or kept for backward, every block stays in cache, and backward only scales the
+    stored [B, m] gradients. The per-row numbers are those of :func:`full_matrix_terms`; only
+    GEMM blocking (float summation order) differs.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, tau, log_u, visited, gamma, chunk, out):
+        rows, n = a.shape[0], a.shape[0] - 1
+        grad_a, grad_b = torch.empty_like(a), torch.zeros_like(b)
+        surrogate, new_log_u, estimate = out
+        scale = 1.0 / (n * rows)
+        inv_tau = tau.reciprocal().unsqueeze(1)
+        buffer = torch.empty(min(chunk, rows), rows, dtype=a.dtype, device=a.device)
+        for start in range(0, rows, chunk):
+            end = min(start + chunk, rows)
+            block_a, t = a[start:end], tau[start:end]
+            scaled_a = block_a * inv_tau[start:end]
+            # r_ik = S_ik/τ_i; the logits are l_ik = r_ik − r_ii (l_ii = 0, the positive).
+            r = torch.mm(scaled_a, b.T, out=buffer[: end - start])
+            diagonal = r.diagonal(offset=start)
+            positive = diagonal.clone()
+            diagonal.fill_(-math.inf)  # the negatives k ≠ i only
+            top = r.amax(dim=1)  # max_k r_ik; the max of l is top − r_ii
+            # One exp pass serves the log-estimate and the weights: p̃ = e^(l − M)·e^(M − a)
+            # with M = max_k l_ik; M − a ≤ log(n/γ), so the rescaling never overflows.
+            e = r.sub_(top.unsqueeze(1)).exp_()  # e^(l − M), zero on the diagonal
+            total = e.sum(dim=1)
+            shift = top - positive  # M
+            est = total.log().add_(shift).sub_(math.log(n))
+            lu = log_moving_average(log_u[start:end], est, visited[start:end], gamma)
+            row_scale = (shift - lu).exp_()  # p̃_ik = e_ik·row_scale_i
+            # Σ_k e_ik b_k serves the surrogate and the gradient of a:
+            # Σ_k e_ik l_ik = (a_i/τ_i)·Σ_k e_ik b_k − r_ii·Σ_k e_ik.
+            eb = e @ b
+            dot = torch.linalg.vecdot(scaled_a, eb) - positive * total
+            surrogate[start:end] = dot * row_scale * t / n
+            new_log_u[start:end], estimate[start:end] = lu, est
+            # dS = p̃/(nB) off the diagonal and minus its row sum on it, so
+            # ∂/∂a_i = w_i·(Σ_k e_ik b_k − total_i·b_i) and ∂/∂b = eᵀ(w ⊙ a) − (w·total ⊙ a)
+            # on the chunk's own rows, with w = row_scale/(nB).
+            weight = (row_scale * scale).unsqueeze(1)
+            own = (weight * total.unsqueeze(1)) * block_a
+            torch.mul(eb - total.unsqueeze(1) * b[start:end], weight, out=grad_a[start:end])
+            grad_b.addmm_(e.T, weight * block_a)
+            grad_b[start:end] -= own
+        ctx.save_for_backward(grad_a, grad_b)
+        return surrogate.mean()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_a, grad_b = ctx.saved_tensors
+        return grad_a * grad_output, grad_b * grad_output, None, None, None, None, None, None
+
+
+def chunked_contrastive_terms(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    tau: torch.Tensor,
+    log_u: torch.Tensor,
+    visited: torch.Tensor,
+    cfg: TemperatureConfig,
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`full_matrix_terms` on S = a·bᵀ (``a``, ``b``: row-normalised [B, m]) without
+    forming S: returns (mean surrogate, differentiable in a and b; τ-gradient [B]; new a [B];
+    log-estimate [B]). Same quantities, computed ``chunk`` anchor rows at a time."""
+    rows = a.shape[0]
+    n = rows - 1
+    out = tuple(torch.empty(rows, dtype=a.dtype, device=a.device) for _ in range(3))
+    with torch.no_grad():
+        tau_, log_u_ = tau.detach(), log_u.detach()
+    loss = _ChunkedSurrogate.apply(a, b, tau_, log_u_, visited, cfg.gamma, chunk, out)
+    surrogate, new_log_u, estimate = out
+    grad = new_log_u + cfg.rho_for(n) - surrogate / tau_
+    return loss, grad, new_log_u, estimate
+
+
 # -- per-user state -----------------------------------------------------------------------------
 
 
@@ -262,6 +347,35 @@ class UserTemperatures:
             losses.append(surrogate.mean())
             grads.append(grad)
             eq3.append((tau * (estimate + math.log(sim.shape[0] - 1))).mean())
+        grad = torch.stack(grads).mean(dim=0)
+        new_tau, new_momentum = tau_step(tau, self.momentum[users], grad, self.cfg)
+        self.tau[users] = new_tau
+        self.momentum[users] = new_momentum
+        self.visited[users] = True
+        stats = {"loss_eq3": torch.stack(eq3).mean(), "tau_grad": grad.mean()}
+        return torch.stack(losses).mean(), stats
+
+    def chunked_loss(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]], users: torch.Tensor, chunk: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`loss` with each direction given as row-normalised (anchors, candidates)
+        instead of a [B, B] similarity matrix (S = anchors·candidatesᵀ), through
+        :func:`chunked_contrastive_terms`: the same state updates and statistics."""
+        if len(pairs) != self.log_u.shape[0]:
+            raise ValueError(
+                f"{len(pairs)} similarity directions for state of {self.log_u.shape[0]}"
+            )
+        tau = self.tau[users]
+        visited = self.visited[users]
+        losses, grads, eq3 = [], [], []
+        for direction, (anchors, candidates) in enumerate(pairs):
+            loss, grad, log_u, estimate = chunked_contrastive_terms(
+                anchors, candidates, tau, self.log_u[direction, users], visited, self.cfg, chunk
+            )
+            self.log_u[direction, users] = log_u
+            losses.append(loss)
+            grads.append(grad)
+            eq3.append((tau * (estimate + math.log(anchors.shape[0] - 1))).mean())
         grad = torch.stack(grads).mean(dim=0)
         new_tau, new_momentum = tau_step(tau, self.momentum[users], grad, self.cfg)
         self.tau[users] = new_tau

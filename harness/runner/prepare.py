@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from harness.data.cache import cached_load
 from harness.data.dataset import Dataset
 from harness.data.loaders import get_loader
 from harness.protocol.candidates import CandidateSet, NotEnoughItems, build_candidates
@@ -45,11 +46,17 @@ def candidate_set_id(fingerprint: str, protocol_fingerprint: str) -> str:
 
 
 def load_dataset(loaded: LoadedSpec, name: str) -> Dataset:
-    """Run the dataset's loader; data errors become spec errors that name the dataset."""
+    """Run the dataset's loader through the prepared-dataset cache (:mod:`harness.data.cache`,
+    keyed by the raw files and the loader options); data errors become spec errors that name
+    the dataset."""
     config = loaded.loader_configs[name]
-    loader = get_loader(loaded.spec.datasets[name].loader)
+    loader_name = loaded.spec.datasets[name].loader
+    loader = get_loader(loader_name)
+    files = [path for path, _hint in config.required_files(loaded.base_dir)]
     try:
-        dataset = loader.load(config, loaded.base_dir)
+        dataset, _status = cached_load(
+            loader_name, config, files, lambda: loader.load(config, loaded.base_dir)
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise SpecError([loaded.issue(("datasets", name), str(exc))]) from None
     dataset.validate()
