@@ -321,8 +321,10 @@ class GAMTCDR(Method):
     against 0.185/0.145 with PyTorch's init (popularity: 0.157). At the Amazon shape
     on CPU an epoch costs ~144 s with node2vec inputs against ~214 s with one-hop (2 threads;
     281 s against 365 s on 1), because one-hop gathers every neighbour row of every batch user
-    in every domain; the one-time skip-gram (~15-20 min for the three domains) is paid back
-    after roughly 12-17 epochs.
+    in every domain; the one-time skip-gram (~15-20 min for the three domains before version 2,
+    whose hand-written step and chunked walks take ~1.6x less CPU time) is paid back after
+    roughly 12-17 epochs (now ~8-11). The epoch itself is bound by the tower GEMMs (~70% of a
+    step), already evaluated once per distinct user and item of a batch.
     It is also what the original does. Selection: mean validation NDCG@10 over domains.
     """
 

@@ -229,7 +229,10 @@ class HeroGraph(Method):
     NDCG@10 ≈ 0.19-0.20 and sum at ≈ 0.21-0.22 (popularity 0.157, BPRMF 0.24); the graph
     half fits the training pairs quickly (BPR loss → 0.02) and overfits. At the Amazon shape
     an epoch (129 steps, ~190k sampled edges per step) takes ~80 s on one CPU thread; with
-    two threads on the shared 2-core machine it took 3-11 min (OpenMP contention).
+    two threads on the shared 2-core machine it took 3-11 min (OpenMP contention). Version 2
+    computes the attention by sparse products over the edge pattern (``_EdgeAttention``) instead
+    of [edges, m] blocks: 0.32 against 0.72 CPU seconds per step at the Amazon shape (2.3x;
+    ``benchmarks/xdomain_speed.py``), and evaluation's all-neighbour pass likewise.
     """
 
     kind = "herograph"
