@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from methods.training import RowwiseAdam
+from methods.training import RowwiseAdam, Workspace
 
 __all__ = [
     "CSR",
@@ -110,6 +110,13 @@ def uniform_init_(weight: torch.Tensor, fan_in: int, generator: torch.Generator)
     return weight.uniform_(-bound, bound, generator=generator)
 
 
+class _GradientBuffer:
+    """Stands in for a leaf in ``LazyTable``'s pending list: its ``grad`` is filled by hand."""
+
+    def __init__(self, grad: torch.Tensor):
+        self.grad = grad
+
+
 class LazyTable:
     """An embedding table trained by row-wise Adam through autograd.
 
@@ -122,7 +129,8 @@ class LazyTable:
     def __init__(self, weights: torch.Tensor, lr: float):
         self.weights = weights
         self.opt = RowwiseAdam(weights, lr)
-        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor | _GradientBuffer]] = []
+        self.workspace = Workspace()
 
     def to(self, device: torch.device) -> LazyTable:
         self.weights = self.weights.to(device)
@@ -137,6 +145,21 @@ class LazyTable:
         # index_add of index_select's backward for large random index sets.
         rows_out = torch.nn.functional.embedding(inverse, leaf)
         return rows_out.view(*index.shape, self.weights.shape[1])
+
+    def lookup_buffered(
+        self, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(unique rows [R, m], inverse, gradient buffer [R, m]) for callers that compute the
+        rows' gradient themselves: they accumulate it into the (zeroed) buffer during
+        ``backward`` and ``step`` applies it like a leaf's gradient. Rows and buffer are views of
+        scratch memory reused by the next call (no page faults for [R, m] blocks per step)."""
+        unique, inverse = torch.unique(index.reshape(-1), return_inverse=True)
+        dim = self.weights.shape[1]
+        rows = self.workspace.take("rows", len(unique), dim, self.weights)
+        torch.index_select(self.weights, 0, unique, out=rows)
+        grad = self.workspace.take("grad", len(unique), dim, self.weights).zero_()
+        self._pending.append((unique, _GradientBuffer(grad)))
+        return rows, inverse.view(index.shape), grad
 
     def step(self) -> None:
         pending = [(rows, leaf.grad) for rows, leaf in self._pending if leaf.grad is not None]

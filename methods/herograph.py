@@ -7,7 +7,9 @@ other domains (no common-user alignment is needed). methods.md §6.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -70,6 +72,81 @@ def epoch_chunks(n: int, n_steps: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n_cols: int) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, values, size=(len(crow) - 1, n_cols))
+
+
+def _sddmm(crow: torch.Tensor, col: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a[row_e], b[col_e]> of every entry e of a CSR pattern (rows of ``a``, columns ``b``)."""
+    pattern = _csr(crow, col, a.new_zeros(len(col)), len(b))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
+
+
+def _spmm(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, dense: torch.Tensor
+) -> torch.Tensor:
+    """Σ_e values_e · dense[col_e] per CSR row: [len(crow) − 1, m]."""
+    return torch.sparse.mm(_csr(crow, col, values, len(dense)), dense)
+
+
+def _accumulate(target: torch.Tensor, index: torch.Tensor, grad: torch.Tensor) -> None:
+    """Gradient hook: add a gathered block's gradient into its rows of ``target``."""
+    target.index_add_(0, index, grad)
+
+
+def _row_pointers(seg: torch.Tensor, n: int) -> torch.Tensor:
+    crow = torch.zeros(n + 1, dtype=torch.long, device=seg.device)
+    crow[1:] = torch.cumsum(torch.bincount(seg, minlength=n), 0)
+    return crow
+
+
+class _EdgeAttention(torch.autograd.Function):
+    """Context c = Σ_e a_e rows[nbr_e] per center, a = segment softmax of <query[seg_e],
+    rows[nbr_e]>, evaluated as sparse products over the edge pattern (SDDMM for the logits,
+    SpMM for the context) so that no [edges, m] block is materialised; the backward is the
+    same three products on the softmax gradient and the transposed pattern.
+
+    With ``grad_rows`` (a buffer shaped like ``rows``) the rows' gradient is accumulated into
+    it in place instead of being returned (``rows`` then needs no autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, query, rows, seg, nbr, grad_rows=None):  # type: ignore[override]
+        crow = _row_pointers(seg, len(query))
+        logits = _sddmm(crow, nbr, query, rows)
+        weights = segment_softmax(logits, seg, len(query))
+        context = _spmm(crow, nbr, weights, rows)
+        ctx.save_for_backward(query, rows, seg, nbr, crow, weights)
+        ctx.grad_rows = grad_rows
+        ctx.mark_non_differentiable(weights)
+        return context, weights
+
+    @staticmethod
+    def backward(ctx, g_context, _g_weights):  # type: ignore[override]
+        query, rows, seg, nbr, crow, weights = ctx.saved_tensors
+        g_context = g_context.contiguous()
+        g_weights = _sddmm(crow, nbr, g_context, rows)
+        wg = weights * g_weights
+        total = torch.zeros(len(query), dtype=wg.dtype, device=wg.device).index_add_(0, seg, wg)
+        g_logits = wg - weights * total[seg]
+        g_query = _spmm(crow, nbr, g_logits, rows) if ctx.needs_input_grad[0] else None
+        target = ctx.grad_rows
+        if target is None and ctx.needs_input_grad[1]:
+            target = torch.zeros_like(rows)
+        if target is not None:
+            order = torch.argsort(nbr, stable=True)
+            crow_t = _row_pointers(nbr, len(rows))
+            seg_t = seg[order]
+            n = len(query)
+            torch.addmm(target, _csr(crow_t, seg_t, weights[order], n), g_context, out=target)
+            torch.addmm(target, _csr(crow_t, seg_t, g_logits[order], n), query, out=target)
+        return g_query, None if ctx.grad_rows is not None else target, None, None, None
+
+
 class _Attention(torch.nn.Module):
     """Neighbour attention of one node type: W_q, W_k ∈ R^{m×m}, W_o ∈ R^{m×2m}."""
 
@@ -96,6 +173,24 @@ class _Attention(torch.nn.Module):
         logits = torch.linalg.vecdot(query.index_select(0, seg), neighbour)
         weights = segment_softmax(logits, seg, len(center))
         context = center.new_zeros(center.shape).index_add(0, seg, weights.unsqueeze(1) * neighbour)
+        out = torch.tanh(torch.cat([center, context], 1) @ self.w_o.T)
+        return (out, weights) if return_weights else out
+
+    def sparse(
+        self,
+        center: torch.Tensor,
+        rows: torch.Tensor,
+        nbr: torch.Tensor,
+        seg: torch.Tensor,
+        return_weights: bool = False,
+        grad_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with the neighbours given as indices ``nbr`` into ``rows`` (``seg``
+        sorted): the same function, computed by sparse products (``_EdgeAttention``; the rows'
+        gradient goes into ``grad_rows`` when given)."""
+        m = center.shape[1]
+        query = center @ self.w_q.T @ self.w_k / math.sqrt(m)
+        context, weights = _EdgeAttention.apply(query, rows, seg, nbr, grad_rows)
         out = torch.tanh(torch.cat([center, context], 1) @ self.w_o.T)
         return (out, weights) if return_weights else out
 
@@ -134,14 +229,19 @@ class HeroGraph(Method):
     NDCG@10 ≈ 0.19-0.20 and sum at ≈ 0.21-0.22 (popularity 0.157, BPRMF 0.24); the graph
     half fits the training pairs quickly (BPR loss → 0.02) and overfits. At the Amazon shape
     an epoch (129 steps, ~190k sampled edges per step) takes ~80 s on one CPU thread; with
-    two threads on the shared 2-core machine it took 3-11 min (OpenMP contention).
+    two threads on the shared 2-core machine it took 3-11 min (OpenMP contention). Version 2
+    computes the attention by sparse products over the edge pattern (``_EdgeAttention``) instead
+    of [edges, m] blocks: 0.32 against 0.72 CPU seconds per step at the Amazon shape (2.3x;
+    ``benchmarks/xdomain_speed.py``), and evaluation's all-neighbour pass likewise.
     """
 
     kind = "herograph"
     Params = HeroGraphParams
     family = "cross-domain"
     display_name = "HeroGraph"
-    version = "1"
+    # 2: neighbour attention by sparse products over all domains' centres at once (same
+    # function and random draws, other rounding).
+    version = "2"
 
     @classmethod
     def quick_params(cls) -> HeroGraphParams:
@@ -204,7 +304,7 @@ class HeroGraph(Method):
         seg, nbr = self.graph.neighbours(nodes, p.n_neighbours if sample else None, gen)
         table = self.graph_table.weights
         with torch.no_grad():
-            return att(table[nodes], table[nbr], seg)
+            return att.sparse(table[nodes], table, nbr, seg)
 
     def _step_losses(
         self,
@@ -217,31 +317,52 @@ class HeroGraph(Method):
         domains) is looked up at once, so the graph table is deduplicated and stepped once.
         """
         p: HeroGraphParams = self.params  # type: ignore[assignment]
-        plans, parts = [], []
+        plans, user_parts, item_parts = [], [[], [], []], [[], [], []]
         for d, (users, pos, neg) in batches.items():
             items = torch.cat([pos, neg])
             item_nodes = items + self.offsets[d] + self.n_users
-            seg_u, nbr_u = self.graph.neighbours(users, p.n_neighbours, gen)
-            seg_i, nbr_i = self.graph.neighbours(item_nodes, p.n_neighbours, gen)
-            plans.append((d, users, items, seg_u, seg_i))
-            parts += [users, nbr_u, item_nodes, nbr_i]
-        rows = self.graph_table.lookup(torch.cat(parts)).split([len(x) for x in parts])
+            # Sampling order as before: a domain's users, then its items.
+            for centers, parts in ((users, user_parts), (item_nodes, item_parts)):
+                seg, nbr = self.graph.neighbours(centers, p.n_neighbours, gen)
+                parts[0].append(centers)
+                parts[1].append(seg + sum(len(c) for c in parts[0][:-1]))
+                parts[2].append(nbr)
+            plans.append((d, users, items))
+        # One lookup of every graph row of the step; one attention pass per node type over
+        # all domains' centres (same attention matrices), neighbours as row indices.
+        centers_u, centers_i = torch.cat(user_parts[0]), torch.cat(item_parts[0])
+        nbr_u, nbr_i = torch.cat(user_parts[2]), torch.cat(item_parts[2])
+        sizes = [len(centers_u), len(nbr_u), len(centers_i), len(nbr_i)]
+        rows, inverse, grad = self.graph_table.lookup_buffered(
+            torch.cat([centers_u, nbr_u, centers_i, nbr_i])
+        )
+        inv_cu, inv_nu, inv_ci, inv_ni = inverse.split(sizes)
+        # Centre rows are small leaves whose gradients join the neighbour rows' in ``grad``.
+        ego_u = rows[inv_cu].requires_grad_()
+        ego_i = rows[inv_ci].requires_grad_()
+        ego_u.register_hook(functools.partial(_accumulate, grad, inv_cu))
+        ego_i.register_hook(functools.partial(_accumulate, grad, inv_ci))
+        g_u = self.att_user.sparse(ego_u, rows, inv_nu, torch.cat(user_parts[1]), grad_rows=grad)
+        g_i = self.att_item.sparse(ego_i, rows, inv_ni, torch.cat(item_parts[1]), grad_rows=grad)
+        split_u = [len(c) for c in user_parts[0]]
+        split_i = [len(c) for c in item_parts[0]]
+        parts_u = zip(ego_u.split(split_u), g_u.split(split_u), strict=True)
+        parts_i = zip(ego_i.split(split_i), g_i.split(split_i), strict=True)
         out = {}
-        for k, (d, users, items, seg_u, seg_i) in enumerate(plans):
-            ego_u, nbr_u, ego_i, nbr_i = rows[4 * k : 4 * k + 4]
-            g_u = self.att_user(ego_u, nbr_u, seg_u)
-            g_i = self.att_item(ego_i, nbr_i, seg_i)
+        for (d, users, items), (e_u, g_ud), (e_i, g_id) in zip(
+            plans, parts_u, parts_i, strict=True
+        ):
             u_loc = self.local_users[d].lookup(users)
             i_loc = self.local_items[d].lookup(items)
             if p.combine == "concat":
-                z_u, z_i = torch.cat([u_loc, g_u], 1), torch.cat([i_loc, g_i], 1)
+                z_u, z_i = torch.cat([u_loc, g_ud], 1), torch.cat([i_loc, g_id], 1)
             else:
-                z_u, z_i = u_loc + g_u, i_loc + g_i
+                z_u, z_i = u_loc + g_ud, i_loc + g_id
             batch = len(users)
             s_pos = torch.linalg.vecdot(z_u, z_i[:batch])
             s_neg = torch.linalg.vecdot(z_u, z_i[batch:])
             bpr = torch.nn.functional.softplus(s_neg - s_pos).mean()
-            squares = sum(x.pow(2).sum() for x in (u_loc, i_loc, ego_u, ego_i))
+            squares = sum(x.pow(2).sum() for x in (u_loc, i_loc, e_u, e_i))
             out[d] = (bpr, p.reg * squares / (2 * batch))
         return out
 
@@ -381,7 +502,7 @@ class HeroGraph(Method):
         att = self.att_user if users else self.att_item
         seg, nbr = self.graph.neighbours(nodes, p.n_neighbours if sample else None, gen)
         table = self.graph_table.weights
-        _, weights = att(table[nodes], table[nbr], seg, return_weights=True)
+        _, weights = att.sparse(table[nodes], table, nbr, seg, return_weights=True)
         return seg, nbr, weights
 
     def score(self, users: torch.Tensor, domain: str, items: torch.Tensor) -> torch.Tensor:

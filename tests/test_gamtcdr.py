@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods._cdr_graph import CSR
+from methods._cdr_graph import CSR, LazyTable
 from methods.base import FitContext, TrainingData
-from methods.gamtcdr import GAMTCDR, GAMTCDRParams, Node2VecParams, node2vec, random_walks
+from methods.gamtcdr import (
+    GAMTCDR,
+    GAMTCDRParams,
+    Node2VecParams,
+    node2vec,
+    random_walks,
+    walk_batches,
+)
 from methods.popularity import Popularity, PopularityParams
 from methods.training import seeded_generator
 from tests.conftest import RANDOM_NDCG10, fit_planted, planted_training_data
@@ -221,3 +228,95 @@ def test_gamtcdr_learns_the_planted_signal(embed, extra):
     popular = validator(pop.score)
     assert mean > sum(popular.values()) / len(popular) + 0.01, (valid, popular)
     assert summary.best_valid == pytest.approx(mean)
+
+
+def _reference_walks(graph: CSR, starts: torch.Tensor, length: int, gen: torch.Generator):
+    """The step-by-step walk (one draw per walk per step), as before vectorisation."""
+    walks = torch.empty(len(starts), length, dtype=torch.long)
+    walks[:, 0] = current = starts
+    for step in range(1, length):
+        degree = graph.degree[current]
+        draw = torch.rand(len(current), generator=gen, dtype=torch.float64)
+        offset = (draw * degree).long().clamp_(max=degree - 1)
+        current = graph.col[graph.rowptr[current] + offset]
+        walks[:, step] = current
+    return walks
+
+
+def _reference_batches(graph, order, params, noise_cdf, gen):
+    """Batch after batch: the batch's walks, then its noise draws (the original order)."""
+    for start in range(0, len(order), params.batch_walks):
+        walks = _reference_walks(
+            graph, order[start : start + params.batch_walks], params.walk_length, gen
+        )
+        draw = torch.rand(len(walks) * params.noise_per_walk, generator=gen, dtype=torch.float64)
+        yield walks, torch.searchsorted(noise_cdf, draw).clamp_(max=graph.n - 1)
+
+
+def _n2v_graph():
+    users, items = _bipartite(40, 60, 200, 3)
+    return CSR.symmetric(users, items, 100)
+
+
+@pytest.mark.parametrize("chunk_walks", [7, 64, 10_000])
+def test_walk_batches_reproduce_the_per_batch_random_stream(chunk_walks):
+    graph = _n2v_graph()
+    nodes = torch.nonzero(graph.degree > 0).squeeze(1)
+    order = nodes[torch.randperm(len(nodes), generator=torch.Generator().manual_seed(0))]
+    params = Node2VecParams(walk_length=12, batch_walks=16, noise_per_walk=5)
+    cdf = torch.cumsum(graph.degree.double().pow(0.75), 0)
+    cdf = cdf / cdf[-1]
+    fast = list(walk_batches(graph, order, params, cdf, seeded_generator(4), chunk_walks))
+    slow = list(_reference_batches(graph, order, params, cdf, seeded_generator(4)))
+    assert len(fast) == len(slow) == -(-len(order) // 16)
+    for (w_fast, n_fast), (w_slow, n_slow) in zip(fast, slow, strict=True):
+        assert torch.equal(w_fast, w_slow)
+        assert torch.equal(n_fast, n_slow)
+    starts = order[:30]
+    assert torch.equal(
+        random_walks(graph, starts, 9, seeded_generator(5)),
+        _reference_walks(graph, starts, 9, seeded_generator(5)),
+    )
+
+
+def _reference_node2vec(graph: CSR, dim: int, params: Node2VecParams, gen: torch.Generator):
+    """The autograd formulation (two lazy tables, softplus losses), on the same walks."""
+    table = torch.empty(graph.n, dim).uniform_(-0.5 / dim, 0.5 / dim, generator=gen)
+    vin = LazyTable(table, params.learning_rate)
+    vout = LazyTable(torch.zeros(graph.n, dim), params.learning_rate)
+    nodes = torch.nonzero(graph.degree > 0).squeeze(1)
+    cdf = torch.cumsum(graph.degree.double().pow(0.75), 0)
+    cdf = cdf / cdf[-1]
+    length, window = params.walk_length, min(params.window, params.walk_length - 1)
+    gap = (torch.arange(length).unsqueeze(1) - torch.arange(length).unsqueeze(0)).abs()
+    band = torch.where((gap >= 1) & (gap <= window), (window - gap + 1) / window, 0.0)
+    pairs = band.sum(1)
+    for _rep in range(params.walks_per_node):
+        order = nodes[torch.randperm(len(nodes), generator=gen)]
+        for walks, noise in walk_batches(graph, order, params, cdf, gen):
+            n_walks, k = len(walks), params.noise_per_walk
+            e_in = vin.lookup(walks)
+            e_out, e_noise = vout.lookup(torch.cat([walks.reshape(-1), noise])).split(
+                [walks.numel(), len(noise)]
+            )
+            scores = torch.bmm(e_in, e_out.view(n_walks, length, dim).transpose(1, 2))
+            positive = (torch.nn.functional.softplus(-scores) * band).sum()
+            noise_scores = torch.bmm(e_in, e_noise.view(n_walks, k, dim).transpose(1, 2))
+            negative = (
+                torch.nn.functional.softplus(noise_scores).sum(-1) * pairs * (params.negatives / k)
+            ).sum()
+            ((positive + negative) / (n_walks * pairs.sum())).backward()
+            vin.step()
+            vout.step()
+    return vin.weights.detach()
+
+
+def test_node2vec_equals_the_autograd_formulation():
+    graph = _n2v_graph()
+    params = Node2VecParams(walk_length=10, walks_per_node=3, window=3, batch_walks=8)
+    fast = node2vec(graph, 16, params, seeded_generator(6))
+    slow = _reference_node2vec(graph, 16, params, seeded_generator(6))
+    assert not torch.equal(fast, node2vec(graph, 16, params, seeded_generator(7)))
+    init = torch.empty(graph.n, 16).uniform_(-0.5 / 16, 0.5 / 16, generator=seeded_generator(6))
+    assert (fast - init).abs().max() > 100 * (fast - slow).abs().max()  # training moved them
+    assert torch.allclose(fast, slow, atol=1e-6, rtol=1e-4), (fast - slow).abs().max()

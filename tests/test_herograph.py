@@ -9,7 +9,13 @@ import torch
 
 from methods._cdr_graph import CSR
 from methods.base import FitContext
-from methods.herograph import HeroGraph, HeroGraphParams, domain_batch_sizes, epoch_chunks
+from methods.herograph import (
+    HeroGraph,
+    HeroGraphParams,
+    _Attention,
+    domain_batch_sizes,
+    epoch_chunks,
+)
 from methods.popularity import Popularity, PopularityParams
 from methods.training import seeded_generator
 from tests.conftest import RANDOM_NDCG10, fit_planted, planted_training_data
@@ -168,3 +174,86 @@ def test_users_without_interactions_in_a_domain_get_finite_scores():
     assert torch.isfinite(scores).all()
     # Their graph embedding still carries their other domains: not all equal across users.
     assert not torch.allclose(scores[0], scores[1])
+
+
+def test_sparse_attention_equals_the_edge_list_reference_with_gradients():
+    """The sparse-product path (training and evaluation) computes ``_Attention.forward``'s
+    function and gradients, with repeated neighbours (draws with replacement) and centres
+    without any neighbour."""
+    gen = torch.Generator().manual_seed(0)
+    att = _Attention(6, seeded_generator(1))
+    table = torch.randn(30, 6, generator=gen)
+    counts = torch.tensor([3, 0, 5, 1, 0, 4])
+    seg = torch.repeat_interleave(torch.arange(6), counts)
+    nbr = torch.randint(30, (len(seg),), generator=gen)
+    nbr[1] = nbr[0]  # a repeated neighbour
+    centers = torch.tensor([2, 7, 7, 11, 29, 0])
+    upstream = torch.randn(6, 6, generator=gen)
+
+    def run(sparse: bool):
+        rows = table.clone().requires_grad_()
+        att.zero_grad()
+        if sparse:
+            out, weights = att.sparse(rows[centers], rows, nbr, seg, return_weights=True)
+        else:
+            out, weights = att(rows[centers], rows[nbr], seg, return_weights=True)
+        (out * upstream).sum().backward()
+        return out.detach(), weights.detach(), rows.grad, [p.grad.clone() for p in att.parameters()]
+
+    fast, slow = run(True), run(False)
+    assert torch.allclose(fast[0], slow[0], atol=1e-6)
+    assert torch.allclose(fast[1], slow[1], atol=1e-6)
+    assert torch.allclose(fast[2], slow[2], atol=1e-6)
+    assert slow[2].abs().sum() > 0
+    for a, b in zip(fast[3], slow[3], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+        assert b.abs().sum() > 0
+
+
+def test_step_gradient_of_the_graph_table_equals_autograd_through_the_reference():
+    """One training step's graph-table gradient (sparse products accumulated into the lazy
+    table's buffer plus the centre rows' hooks) equals autograd through the edge-list
+    reference attention on the same sampled neighbours."""
+    params = HeroGraphParams(embedding_size=8, batch_size=256, max_epochs=1, n_neighbours=3)
+    method, _, _ = fit_planted(HeroGraph, params)
+    data, _ = planted_training_data()
+    batches = {
+        d: (data.users[d][:40], data.items[d][:40], data.items[d][40:80]) for d in data.domains
+    }
+    losses = method._step_losses(batches, seeded_generator(9))
+    method.att_user.zero_grad()
+    method.att_item.zero_grad()
+    sum(bpr + l2 for bpr, l2 in losses.values()).backward()
+    (rows, buffer), *_ = method.graph_table._pending
+    fast = buffer.grad.clone()
+    fast_att = [p.grad.clone() for p in method.att_user.parameters()]
+    for table in method._tables():
+        table.discard()
+
+    # Reference: the same neighbours (same generator state), expanded rows, autograd.
+    gen = seeded_generator(9)
+    table = method.graph_table.weights.clone().requires_grad_()
+    method.att_user.zero_grad()
+    total = 0
+    for d, (users, pos, neg) in batches.items():
+        items = torch.cat([pos, neg])
+        nodes = items + method.offsets[d] + method.n_users
+        seg_u, nbr_u = method.graph.neighbours(users, 3, gen)
+        seg_i, nbr_i = method.graph.neighbours(nodes, 3, gen)
+        g_u = method.att_user(table[users], table[nbr_u], seg_u)
+        g_i = method.att_item(table[nodes], table[nbr_i], seg_i)
+        z_u = torch.cat([method.local_users[d].weights[users], g_u], 1)
+        z_i = torch.cat([method.local_items[d].weights[items], g_i], 1)
+        b = len(users)
+        bpr = torch.nn.functional.softplus(
+            torch.linalg.vecdot(z_u, z_i[b:]) - torch.linalg.vecdot(z_u, z_i[:b])
+        ).mean()
+        squares = table[users].pow(2).sum() + table[nodes].pow(2).sum()
+        total = total + bpr + params.reg * squares / (2 * b)
+    total.backward()
+    slow = table.grad[rows]
+    assert slow.abs().sum() > 0
+    assert torch.allclose(fast, slow, atol=1e-6)
+    assert table.grad.index_fill(0, rows, 0).abs().sum() == 0  # nothing outside the rows
+    for a, b in zip(fast_att, method.att_user.parameters(), strict=True):
+        assert torch.allclose(a, b.grad, atol=1e-6)
