@@ -32,6 +32,7 @@ PROTOCOLS = {
     "bprmf_reg_douban.toml": "c3ba017603adcfba",
     "douban.toml": "50a9d34d042684c4",
     "quickstart.toml": "50a9d34d042684c4",
+    "tune_amazon_pairs.toml": "c3ba017603adcfba",
     "uclr_douban_negatives.toml": "c3ba017603adcfba",
     "uclr_stage_c.toml": "c3ba017603adcfba",
 }
