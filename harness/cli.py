@@ -357,6 +357,7 @@ def export(
     from harness.runner.prepare import prepare
     from harness.runner.publish import export_cells, method_labels, write_index
     from harness.runner.runner import output_dir
+    from harness.search.driver import Search
     from harness.store.store import Store
 
     loaded = _load(spec)
@@ -365,7 +366,8 @@ def export(
     destination = out_dir or Path("leaderboard") / loaded.spec.experiment.name
     with Store(store_path, read_only=True, wait_s=120.0) as store:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
-        tasks = [t for t in plan_cells(loaded, prepared, "cpu") if not only or t.method in only]
+        proposed = Search(loaded, plan_cells(loaded, prepared, "cpu")).propose(store)
+        tasks = [t for t in proposed if not only or t.method in only]  # search trials too
         paths = export_cells(
             store, tasks, destination, loaded.spec.experiment.name, method_labels(loaded)
         )
