@@ -41,6 +41,11 @@ def _shipped() -> dict[str, dict]:
             if method.get("domains"):
                 method["domains"] = None  # fixture domain names differ; set by mutations only
                 del method["domains"]
+        experiment = raw.get("experiment", {})
+        if "results" in experiment:  # published folders, resolved against specs/
+            experiment["results"] = [
+                (REPO / "specs" / folder).resolve().as_posix() for folder in experiment["results"]
+            ]
         if "protocol" in raw:  # the fixtures have a handful of items per domain
             raw["protocol"].update(negatives=1, ks=[1], validation_k=1)
         specs[path.name] = raw
@@ -171,11 +176,24 @@ def test_mutated_shipped_specs_fail_in_one_line_per_problem(tmp_path_factory, ca
         assert match, f"not a one-line issue with file and key: {line!r}\n{text}"
         assert match["file"] == str(target), line
         assert match["key"] != "<top level>" or "invalid TOML" in line, line
+    in_search = "search" in path[:-1]  # a space's own keys: the error names the space
     if kind == "rename" and path[:-1] not in NAME_MAPS and "files" not in path[:-1]:
         # a renamed schema key is an unknown key at its own path, or (a required key) missing
         dotted = ".".join(path)
         missing = ".".join((*path[:-1], old)) + ": required key is missing"
-        assert any(f": {dotted}: unknown key" in x or missing in x for x in lines), output
+        unknown = (f": {dotted}: unknown key", f": {dotted}: unknown parameter")  # search tables
+        space = ".".join(path[: path.index("search") + 2]) if in_search else None
+        assert (
+            any(u in x for u in unknown for x in lines)
+            or any(missing in x for x in lines)
+            or (space is not None and any(f": {space}" in x for x in lines))
+        ), output
+
+
+def test_the_runnable_base_spec_validates(tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text(to_toml(RUNNABLE))
+    assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0
 
 
 def test_writer_round_trips_every_shipped_spec():
@@ -193,3 +211,91 @@ def test_unmutated_fixture_specs_validate(tmp_path):
             assert result.exit_code == 2 and "missing data file" in result.output
         else:
             assert result.exit_code == 0, (name, result.output)
+
+
+# --- accepted specs run: every mutation `validate` accepts trains its first cell or stores why
+# it failed. A small synthetic spec keeps each run to seconds; the schema is the same.
+
+RUNNABLE = {
+    "experiment": {"name": "fuzzrun", "seeds": [0, 1]},
+    "datasets": {
+        "syn": {
+            "loader": "synthetic",
+            "preset": "quickstart",
+            "n_users": 120,
+            "n_items": [150, 90, 100],
+            "n_interactions": [700, 400, 450],
+        }
+    },
+    "protocol": {"negatives": 20, "ks": [5, 10], "validation_k": 5, "full_ranking": True},
+    "methods": {
+        "bprmf": {
+            "kind": "bprmf",
+            "params": {"embedding_size": 8, "batch_size": 128, "max_epochs": 2, "patience": 1},
+        },
+        "pop": {"kind": "popularity"},
+    },
+}
+
+
+@st.composite
+def mutated_runnable(draw) -> tuple[dict, str]:
+    spec = json.loads(json.dumps(RUNNABLE))
+    kind = draw(st.sampled_from(["delete", "delete", "rename", "retype", "range", "range"]))
+    path = draw(st.sampled_from(_paths(spec)))
+    parent = _get_parent(spec, path)
+    key = path[-1]
+    if kind == "delete":
+        del parent[key]
+    elif kind == "rename":
+        parent[key + "x"] = parent.pop(key)
+    elif kind == "retype":
+        others = [v for v in OTHER_TYPES if type(v) is not type(parent[key])]
+        parent[key] = draw(st.sampled_from(others))
+    else:
+        parent[key] = draw(st.sampled_from(OUT_OF_RANGE))
+    return spec, f"{kind} {'.'.join(path)}"
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=mutated_runnable())
+def test_accepted_mutations_run_their_first_cell_or_store_the_failure(tmp_path_factory, case):
+    import duckdb
+
+    spec, what = case
+    folder = tmp_path_factory.mktemp("fuzzrun")
+    target = folder / "spec.toml"
+    target.write_text(to_toml(spec))
+    runner = CliRunner()
+    checked = runner.invoke(app, ["validate", str(target)])
+    assert checked.exit_code in (0, 2) and "Traceback" not in checked.output, checked.output
+    if checked.exit_code != 0:
+        event("rejected by validate")
+        return
+    method = next(iter(spec["methods"]))
+    seed = spec["experiment"].get("seeds", [0, 1, 2])[0]
+    out = folder / "out"
+    args = ["run", str(target), "--out", str(out), "--only", method, "--seed", str(seed)]
+    result = runner.invoke(app, [*args, "--no-report", "--device", "cpu", "--threads", "1"])
+    assert "Traceback" not in result.output, (what, result.output)
+    assert result.exit_code in (0, 1), (what, result.exit_code, result.output)
+    con = duckdb.connect(str(out / "results.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT status, error FROM plan WHERE method = ? AND seed = ?", [method, seed]
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 1, (what, rows)
+    status, error = rows[0]
+    event(f"accepted: {status}")
+    if result.exit_code == 0:
+        assert status == "done", (what, rows)
+    else:
+        assert status == "failed" and error, (what, rows)  # the reason is stored
