@@ -139,3 +139,13 @@ def fit_planted(method_cls, params, seed: int = 0):
         data, FitContext(seed=seed, device=torch.device("cpu"), validate=validator)
     )
     return method, summary, validator
+
+
+@pytest.fixture(autouse=True)
+def _no_drain_left_over():
+    """The drain flag is process-wide: a test that drains a run must not drain the next one."""
+    from harness.runner.executor import DRAIN
+
+    DRAIN.clear()
+    yield
+    DRAIN.clear()

@@ -64,6 +64,21 @@ def _issues(tmp_path: Path, search: str, budget: str = "") -> list:
     return info.value.issues
 
 
+def run_and_report(loaded, out: Path):
+    """`harness run` without the CLI: run the cells, then write the report (the CLI's job)."""
+    from harness.runner.runner import run_spec
+    from reports.leaderboard import ReportOptions, write_report
+
+    summary = run_spec(loaded, out, device="cpu")
+    write_report(
+        out / "results.duckdb",
+        out / "report",
+        experiment=loaded.spec.experiment.name,
+        options=ReportOptions.from_spec(loaded.spec),
+    )
+    return summary
+
+
 def _tasks(loaded):
     prepared = {n: prepare(loaded, n, None) for n in loaded.spec.datasets}
     return plan_cells(loaded, prepared, "cpu")
@@ -74,27 +89,26 @@ def test_fingerprints_and_spec_hashes_of_specs_without_search_are_unchanged():
     # values computed before the search fields existed
     assert ProtocolSpec().fingerprint() == "c3ba017603adcfba"
     for spec, digest in [
-        ("quickstart", "b7fc5a1b8ed8f366"),
-        ("amazon_pairs", "f92a527c0cc24265"),
-        ("douban", "ff73500edd637ad1"),
+        ("bprmf_reg_douban", "93d7a0e7b1fdaf37"),
+        ("uclr_stage_c", "aa7ee311cb5ef114"),
+        ("amazon_synthetic", "9cb4c76610527e88"),
     ]:
         assert load_spec(REPO / "specs" / f"{spec}.toml", check_files=False).spec_hash == digest
 
 
 def test_spec_without_search_plans_exactly_the_same_cells(monkeypatch):
-    # cell ids of specs/quickstart.toml before the search existed (code version held fixed, so
-    # a method's version bump does not change this golden list)
+    # cell ids of specs/bprmf_reg_douban.toml (real Douban) before the search existed (code
+    # version held fixed, so a method's version bump does not change this golden list)
     monkeypatch.setattr(cells_mod, "code_version", lambda kind: "fixed")
-    loaded = load_spec(REPO / "specs" / "quickstart.toml")
+    loaded = load_spec(REPO / "specs" / "bprmf_reg_douban.toml")
     tasks = _tasks(loaded)
     golden = [
-        "45f7e9533f01dd586d4c",
-        "b1b892143c7e1098c559",
-        "2ac1162b7d8e95fe3f80",
-        "7a612aff9915df3dee1b",
-        "1b27cbf8f559a1ccc6dc",
-        "8ace6aa5690838194d1e",
-    ]
+        "6c3d1894a018a7aab7d0", "3aca12ece41699cf2f4f", "38e94e38cdd3a2264bfd",
+        "745e702bb815a660a2b5", "845ca2d57cfb5ab78dc1", "dab4e6558604898738fe",
+        "0075667918cfdb5d6609", "a33944a1ea22524a4b5a", "6eac668ad18f04293c6a",
+        "ed43d48929f736f2e3b8", "21895f644f9616bfc0eb", "096e60980de2f7c5d6cb",
+        "062aabf56e17a089ab3a", "8f961ddb57d4f45ec266", "2970fd2446b24821349e",
+    ]  # fmt: skip
     assert [t.cell_id for t in tasks] == golden
     search = Search(loaded, tasks)
     assert not search.active
@@ -297,12 +311,11 @@ def _q(db: Path, sql: str) -> list:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    from harness.runner.runner import run_spec
 
     tmp = tmp_path_factory.mktemp("search")
     loaded = _load(tmp, PLANTED)
     out = tmp / "out"
-    summary = run_spec(loaded, out, device="cpu")
+    summary = run_and_report(loaded, out)
     return tmp, loaded, out, summary
 
 
@@ -355,7 +368,7 @@ def test_rerun_reuses_every_trial_and_proposes_the_same_ones(searched):
     db = out / "results.duckdb"
     before = _q(db, "SELECT * EXCLUDE (selected_at) FROM search_selections ORDER BY ALL")
     trials = _q(db, "SELECT * FROM search_trials ORDER BY ALL")
-    again = run_spec(loaded, out, device="cpu", make_report=False)
+    again = run_spec(loaded, out, device="cpu")
     assert again.done == 0 and again.failed == 0
     assert _q(db, "SELECT * EXCLUDE (selected_at) FROM search_selections ORDER BY ALL") == before
     assert _q(db, "SELECT * FROM search_trials ORDER BY ALL") == trials
@@ -369,7 +382,6 @@ def test_rerun_reuses_every_trial_and_proposes_the_same_ones(searched):
 
 @pytest.mark.slow
 def test_selection_and_every_table_ignore_the_test_metrics_of_trials(searched):
-    from harness.runner.runner import run_spec
 
     _tmp, loaded, out, _summary = searched
     db = out / "results.duckdb"
@@ -389,7 +401,7 @@ def test_selection_and_every_table_ignore_the_test_metrics_of_trials(searched):
         "UPDATE user_metrics SET hr = 1, ndcg = 1, mrr = 1, rank = 1 WHERE cell_id = ?", [victim]
     )
     con.close()
-    rerun = run_spec(loaded, out, device="cpu")
+    rerun = run_and_report(loaded, out)
     assert rerun.done == 0
     assert _q(db, "SELECT method, seed, cell_id FROM selections ORDER BY ALL") == selected_before
     assert (exports / "all_tables.md").read_text() == tables_before
@@ -418,7 +430,7 @@ def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_selection(tmp_path
 
     loaded = _load(tmp_path, KILLED)
     whole = tmp_path / "whole"
-    run_spec(loaded, whole, device="cpu", only_methods=["bprmf"], make_report=False)
+    run_spec(loaded, whole, device="cpu", only_methods=["bprmf"])
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "harness.cli", "run", str(loaded.path), "--out", str(out)]
     cmd += ["--device", "cpu", "--no-report", "--only", "bprmf"]
@@ -458,7 +470,7 @@ def test_a_search_whose_trials_all_fail_selects_nothing_and_plans_the_failure(
     monkeypatch.setattr(BPRMF, "fit", boom)
     loaded = _load(tmp_path, "[methods.bprmf.search]\nreg = [1e-5, 1e-2]")
     out = tmp_path / "out"
-    summary = run_spec(loaded, out, device="cpu", make_report=False)
+    summary = run_spec(loaded, out, device="cpu")
     # two trials per seed; the paper cell (reg 1e-5) is the first trial's cell; pop is fine
     assert (summary.failed, summary.done) == (2 * 2, 2)
     db = out / "results.duckdb"
@@ -467,7 +479,7 @@ def test_a_search_whose_trials_all_fail_selects_nothing_and_plans_the_failure(
     assert _q(db, "SELECT DISTINCT status FROM plan WHERE method = 'bprmf'") == [("failed",)]
     assert _q(db, "SELECT count(*) FROM per_user WHERE method = 'bprmf'") == [(0,)]
     # dropping the search from the spec drops its trials and selections from the experiment
-    run_spec(_load(tmp_path, "", name="plain.toml"), out, device="cpu", make_report=False)
+    run_spec(_load(tmp_path, "", name="plain.toml"), out, device="cpu")
     assert _q(db, "SELECT count(*) FROM search_trials") == [(0,)]
     assert _q(db, "SELECT count(*) FROM selections") == [(0,)]
 

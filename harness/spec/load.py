@@ -65,6 +65,8 @@ class LoadedSpec:
         data = self.spec.model_dump(mode="json")
         if data["experiment"].get("search_budget") is None:  # specs without a search keep
             data["experiment"].pop("search_budget", None)  # the hash they had before it
+        if not data["experiment"].get("results"):  # the same for published results folders
+            data["experiment"].pop("results", None)
         for method in data["methods"].values():
             if method.get("search") is None:
                 method.pop("search", None)
