@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import torch
 
 from harness.runner.ray_executor import RayExecutor
 from harness.runner.runner import run_spec
@@ -173,7 +174,15 @@ def test_quickstart_matrix_on_two_nodes_equals_in_process(tmp_path, cluster):
     spec = tmp_path / "quickstart.toml"
     spec.write_text(text)
     serial, distributed = tmp_path / "serial", tmp_path / "ray"
-    run_spec(load_spec(spec), serial, device="cpu")
+    # Same thread count as each Ray cell (--cpus-per-cell 1): a CPU reduction split over
+    # another number of threads may round differently (UCLR's does), so only equal thread
+    # counts promise identical rows.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_spec(load_spec(spec), serial, device="cpu")
+    finally:
+        torch.set_num_threads(before)
     started = time.monotonic()
     result = _harness(
         str(spec), "--out", str(distributed), "--device", "cpu", "--no-report",
