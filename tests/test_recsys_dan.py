@@ -126,10 +126,18 @@ def test_dan_learns_the_planted_signal():
 
 
 def test_dan_is_deterministic_and_cold_target_users_use_the_source_fallback():
-    params = RecsysDANParams(**QUICK)
-    a, _, _ = fit_planted(RecsysDAN, params, seed=0)
-    b, _, _ = fit_planted(RecsysDAN, params, seed=0)
-    c, _, _ = fit_planted(RecsysDAN, params, seed=1)
+    # Determinism is promised per thread count; with 2 intra-op threads two fits of one seed
+    # were seen to differ in CI (a parallel CPU reduction), so the check runs single-threaded,
+    # as published cells are trained.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = RecsysDANParams(**QUICK)
+        a, _, _ = fit_planted(RecsysDAN, params, seed=0)
+        b, _, _ = fit_planted(RecsysDAN, params, seed=0)
+        c, _, _ = fit_planted(RecsysDAN, params, seed=1)
+    finally:
+        torch.set_num_threads(before)
     users, items = torch.arange(30), torch.arange(40).expand(30, -1)
     for domain in ("books", "electronics"):
         sa = a.score(users, domain, items)
