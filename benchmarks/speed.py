@@ -102,10 +102,17 @@ def main() -> None:
     parser.add_argument(
         "--busy", action="store_true", help="run a CPU-bound neighbour process meanwhile"
     )
+    parser.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=["highest", "high", "medium"],
+        help="torch float32 matmul precision (the spec's matmul_precision); medium = bf16 products",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     if args.child:
         print(json.dumps(method_child(args)))
         return
@@ -137,6 +144,7 @@ def run_methods(args) -> dict:
         "threads": args.threads or torch.get_num_threads(),
         "epoch_cap": epochs,
         "busy": args.busy,
+        "matmul_precision": args.matmul_precision,
         "methods": {},
     }
     env = dict(os.environ)
@@ -145,6 +153,7 @@ def run_methods(args) -> dict:
     for kind in kinds:
         command = [sys.executable, __file__, "--child", kind, "--preset", args.preset]
         command += ["--epochs", str(epochs), "--eval-batch", str(args.eval_batch)]
+        command += ["--matmul-precision", args.matmul_precision]
         if args.threads:
             command += ["--threads", str(args.threads)]
         started = time.perf_counter()

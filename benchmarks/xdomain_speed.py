@@ -104,9 +104,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repo", default=str(REPO), help="checkout whose methods/ to time")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=["highest", "high", "medium"],
+        help="torch float32 matmul precision (the spec's matmul_precision)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     sys.path.insert(0, str(Path(args.repo) / "benchmarks"))
     sys.path.insert(0, args.repo)
 
@@ -132,6 +139,7 @@ def main() -> None:
         "dataset": args.dataset,
         "repo": args.repo,
         "threads": torch.get_num_threads(),
+        "matmul_precision": args.matmul_precision,
         "steps": args.steps,
         "methods_file": str(Path(gamtcdr_module.__file__).parent),
         "methods": {},

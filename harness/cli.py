@@ -139,6 +139,13 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     out.print(table)
     counts = frame.group_by("status").len().sort("status").iter_rows()
     out.print(", ".join(f"{s}: {n}" for s, n in counts))
+    reduced = {m: loaded.matmul_precision(m) for m in loaded.spec.methods}
+    reduced = {m: p for m, p in reduced.items() if p != "highest"}
+    if reduced:
+        out.print(
+            "reduced float32 matmul precision (other numbers, other cell ids): "
+            + ", ".join(f"{m} {p}" for m, p in reduced.items())
+        )
     todo = frame.filter(pl.col("status") != "done")
     if len(todo):
         timed = todo.filter(pl.col("estimate_s").is_not_null())

@@ -47,6 +47,19 @@ class CellTask:
     full_ranking: bool
     device: str
     protocol_fingerprint: str = ""
+    matmul_precision: str = "highest"  # torch float32 matmul precision (spec schema)
+
+    def identity(self) -> dict:
+        """What this cell's id hashes (see :func:`cell_identity`)."""
+        return cell_identity(
+            self.prepared,
+            self.protocol_fingerprint,
+            self.kind,
+            self.params,
+            self.seed,
+            self.domains,
+            matmul_precision=self.matmul_precision,
+        )
 
 
 PROTOCOL_VERSION = "1"  # the split and candidate rules; bump when either changes its output
@@ -70,10 +83,13 @@ def cell_identity(
     seed: int,
     domains: list[str],
     code: str | None = None,
+    matmul_precision: str = "highest",
 ) -> dict:
     """The content a cell id hashes; ``code`` defaults to the current :func:`code_version`.
-    Bundles carry this dict so an importer can recompute the id from the bundle alone."""
-    return {
+    Bundles carry this dict so an importer can recompute the id from the bundle alone. A
+    reduced ``matmul_precision`` enters it; full fp32 does not, so ids from before the option
+    existed stay valid."""
+    identity = {
         "dataset": prepared.fingerprint,
         "protocol": protocol_fp,
         "candidates": prepared.candidate_hash,
@@ -83,6 +99,9 @@ def cell_identity(
         "domains": domains,
         "code": code if code is not None else code_version(kind),
     }
+    if matmul_precision != "highest":
+        identity["matmul_precision"] = matmul_precision
+    return identity
 
 
 def identity_hash(identity: dict) -> str:
@@ -97,8 +116,13 @@ def cell_id(
     params: MethodParams,
     seed: int,
     domains: list[str],
+    matmul_precision: str = "highest",
 ) -> str:
-    return identity_hash(cell_identity(prepared, protocol_fp, kind, params, seed, domains))
+    return identity_hash(
+        cell_identity(
+            prepared, protocol_fp, kind, params, seed, domains, matmul_precision=matmul_precision
+        )
+    )
 
 
 def plan_cells(
@@ -126,11 +150,18 @@ def plan_cells(
                     ]
                 )
             params = loaded.method_params[method_name]
+            precision = loaded.matmul_precision(method_name)
             for seed in spec.experiment.seeds:
                 tasks.append(
                     CellTask(
                         cell_id=cell_id(
-                            data, protocol.fingerprint(), method.kind, params, seed, domains
+                            data,
+                            protocol.fingerprint(),
+                            method.kind,
+                            params,
+                            seed,
+                            domains,
+                            matmul_precision=precision,
                         ),
                         dataset=dataset_name,
                         method=method_name,
@@ -145,6 +176,7 @@ def plan_cells(
                         full_ranking=protocol.full_ranking,
                         device=device,
                         protocol_fingerprint=protocol.fingerprint(),
+                        matmul_precision=precision,
                     )
                 )
     return tasks

@@ -22,7 +22,7 @@ import polars as pl
 import torch
 
 from harness.errors import HarnessError
-from harness.runner.cells import CellTask, cell_identity, code_version, identity_hash
+from harness.runner.cells import CellTask, code_version, identity_hash
 from harness.runner.prepare import PreparedData, candidate_set_id
 from harness.runner.work import run_cell
 from harness.store.bundle import (
@@ -76,14 +76,7 @@ def export_cells(
         if status.get(task.cell_id) != "done" or task.cell_id in seen:
             continue
         seen.add(task.cell_id)
-        identity = cell_identity(
-            task.prepared,
-            task.protocol_fingerprint,
-            task.kind,
-            task.params,
-            task.seed,
-            task.domains,
-        )
+        identity = task.identity()
         assert identity_hash(identity) == task.cell_id, "cell id and identity disagree"
         cell, run, metrics, curves, values = store.cell_content(task.cell_id)
         meta = {
@@ -209,6 +202,9 @@ def _check(bundle: Bundle, expected: dict[str, PreparedData] | None, store: Stor
             raise BundleError(f"{where}: cell {key} {cell.get(key)!r} contradicts its identity")
     if json.loads(cell["params"]) != identity["params"]:
         raise BundleError(f"{where}: cell params contradict its identity")
+    notes = json.loads(cell.get("notes") or "{}")
+    if notes.get("matmul_precision", "highest") != identity.get("matmul_precision", "highest"):
+        raise BundleError(f"{where}: cell matmul precision contradicts its identity")
     if cell.get("status") != "done":
         raise BundleError(f"{where}: cell status is {cell.get('status')!r}, not 'done'")
     if expected is not None:

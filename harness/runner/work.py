@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,7 @@ from harness.runner.cells import CellTask
 from methods.base import EpochLog, FitContext, TrainingData, UserValues
 from methods.registry import get_method
 
-__all__ = ["CellResult", "LeakageError", "resolve_device", "run_cell"]
+__all__ = ["CellResult", "LeakageError", "matmul_precision", "resolve_device", "run_cell"]
 
 
 class LeakageError(AssertionError):
@@ -65,6 +66,18 @@ def resolve_device(name: str) -> torch.device:
             "device 'cuda' requested but torch sees no CUDA device; use --device cpu"
         )
     return torch.device(name)
+
+
+@contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """torch's float32 matmul precision for one cell, restored afterwards: it is process-wide
+    and a worker runs many cells, each with its own setting."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def seed_everything(seed: int) -> None:
@@ -121,17 +134,20 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
 
         cls = get_method(task.kind)
         method = cls(task.params, train.n_users, train.n_items)
-        started = time.perf_counter()
-        summary = method.fit(
-            train, FitContext(seed=task.seed, device=device, validate=validator, log=log)
-        )
-        result.train_s = time.perf_counter() - started
-        started = time.perf_counter()
-        outcomes = evaluate(method, task, device)
-        result.infer_s = time.perf_counter() - started
+        with matmul_precision(task.matmul_precision):
+            started = time.perf_counter()
+            summary = method.fit(
+                train, FitContext(seed=task.seed, device=device, validate=validator, log=log)
+            )
+            result.train_s = time.perf_counter() - started
+            started = time.perf_counter()
+            outcomes = evaluate(method, task, device)
+            result.infer_s = time.perf_counter() - started
         result.metrics = _metrics_frame(outcomes, task)
         result.epochs, result.best_epoch = summary.epochs, summary.best_epoch
-        result.best_valid, result.notes = summary.best_valid, summary.notes
+        result.best_valid, result.notes = summary.best_valid, dict(summary.notes)
+        if task.matmul_precision != "highest":  # also in the cell id; kept in sight for SQL
+            result.notes["matmul_precision"] = task.matmul_precision
         result.user_values = summary.user_values
         result.status = "done"
     except KeyboardInterrupt:

@@ -131,6 +131,7 @@ class Search:
                 params,
                 base.seed,
                 base.domains,
+                matmul_precision=base.matmul_precision,
             ),
         )
 

@@ -67,9 +67,12 @@ class LoadedSpec:
             data["experiment"].pop("search_budget", None)  # the hash they had before it
         if not data["experiment"].get("results"):  # the same for published results folders
             data["experiment"].pop("results", None)
+        if data["experiment"].get("matmul_precision") == "highest":  # and for full fp32
+            data["experiment"].pop("matmul_precision", None)
         for method in data["methods"].values():
-            if method.get("search") is None:
-                method.pop("search", None)
+            for key in ("search", "matmul_precision"):
+                if method.get(key) is None:
+                    method.pop(key, None)
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -80,6 +83,11 @@ class LoadedSpec:
 
     def method_label(self, name: str) -> str:
         return self.spec.methods[name].label or name
+
+    def matmul_precision(self, method: str) -> str:
+        """The float32 matmul precision ``method``'s cells train and score with."""
+        own = self.spec.methods[method].matmul_precision
+        return own or self.spec.experiment.matmul_precision
 
     def datasets_of(self, method: str) -> list[str]:
         wanted = self.spec.methods[method].datasets

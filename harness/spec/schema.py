@@ -13,9 +13,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["DatasetSpec", "ExperimentSpec", "MethodSpec", "ProtocolSpec", "SearchSpec", "Spec"]
+__all__ = [
+    "DatasetSpec",
+    "ExperimentSpec",
+    "MatmulPrecision",
+    "MethodSpec",
+    "ProtocolSpec",
+    "SearchSpec",
+    "Spec",
+]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+# torch.set_float32_matmul_precision: "highest" is full fp32 (the default and every published
+# cell); "high" allows TF32 on CUDA; "medium" allows bfloat16 products with fp32 accumulation
+# (CUDA, and CPUs whose oneDNN has bf16 kernels: AVX512-BF16 / AMX). Part of a cell's identity.
+MatmulPrecision = Literal["highest", "high", "medium"]
+_PRECISION_HELP = (
+    "float32 matrix products: 'highest' (full fp32), 'high' (TF32 on CUDA) or 'medium' "
+    "(bfloat16 inputs, fp32 accumulation); anything but 'highest' changes the numbers and "
+    "the cell id"
+)
 
 
 class _Strict(BaseModel):
@@ -44,6 +62,7 @@ class ExperimentSpec(_Strict):
     search_budget: int | None = Field(
         None, ge=1, description="trials per seed of every searched method (unless it sets trials)"
     )
+    matmul_precision: MatmulPrecision = Field("highest", description=_PRECISION_HELP)
 
     @field_validator("name")
     @classmethod
@@ -140,6 +159,9 @@ class MethodSpec(_Strict):
     domains: list[str] | None = Field(None, description="evaluate only these domains")
     params: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec | None = Field(None, description="hyperparameter search on validation")
+    matmul_precision: MatmulPrecision | None = Field(
+        None, description="overrides experiment.matmul_precision for this method"
+    )
 
 
 class Spec(_Strict):

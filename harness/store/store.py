@@ -393,6 +393,8 @@ class Store:
         frames = []
         for split_name, part in (("valid", cands.valid), ("test", cands.test)):
             for domain, c in part.items():
+                if not len(c.users):  # a domain without cases (tiny data): no rows, and a
+                    continue  # zero-row [0, n] array has no element type for polars
                 frames.append(
                     pl.DataFrame(
                         {
