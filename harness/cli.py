@@ -68,6 +68,9 @@ def friendly(func):
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
+    from harness.runner.executor import INTERRUPT
+
+    INTERRUPT.set()  # kept even if a library swallows the exception below
     raise KeyboardInterrupt
 
 
@@ -244,6 +247,7 @@ def run(
     from harness.runner.runner import output_dir, run_spec
     from harness.store.store import Store
 
+    signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`/`timeout` stop it like Ctrl-C
     signal.signal(signal.SIGUSR1, _drain)  # `kill -USR1`: finish running cells, start none
 

@@ -31,6 +31,7 @@ PROTOCOLS = {
     "bprmf_reg_amazon_pairs.toml": "c3ba017603adcfba",
     "bprmf_reg_douban.toml": "c3ba017603adcfba",
     "douban.toml": "50a9d34d042684c4",
+    "matmul_precision.toml": "c3ba017603adcfba",
     "quickstart.toml": "50a9d34d042684c4",
     "tune_amazon_pairs.toml": "c3ba017603adcfba",
     "uclr_douban_negatives.toml": "c3ba017603adcfba",

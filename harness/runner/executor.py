@@ -7,6 +7,11 @@ forwards epoch events, and yields ``CellResult`` objects; it never touches the s
 ``DRAIN`` asks every executor to start no new cell and to finish the running ones (``harness
 run`` sets it on SIGUSR1): on a shared machine a long matrix can be paused without losing the
 training in progress, and resumed later.
+
+``INTERRUPT`` records a Ctrl-C / SIGTERM besides the ``KeyboardInterrupt`` it raises: a
+library that catches the exception on its way up (a database or cluster client interrupted
+in the middle of a call) cannot make the run carry on, because the driver and the executors
+check the flag between cells and while they wait.
 """
 
 from __future__ import annotations
@@ -19,9 +24,17 @@ from harness.runner.cells import CellTask
 from harness.runner.work import CellResult, run_cell
 from methods.base import EpochLog
 
-__all__ = ["DRAIN", "Executor", "InProcessExecutor"]
+__all__ = ["DRAIN", "INTERRUPT", "Executor", "InProcessExecutor", "stop_if_interrupted"]
 
 DRAIN = threading.Event()
+INTERRUPT = threading.Event()
+
+
+def stop_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if a stop was requested, even if its first one was lost."""
+    if INTERRUPT.is_set():
+        raise KeyboardInterrupt
+
 
 StartHook = Callable[[CellTask], None]
 EpochHook = Callable[[CellTask, EpochLog], None]
@@ -38,6 +51,7 @@ class InProcessExecutor:
         self, tasks: Iterable[CellTask], on_start: StartHook, on_epoch: EpochHook
     ) -> Iterator[CellResult]:
         for task in tasks:
+            stop_if_interrupted()
             if DRAIN.is_set():
                 return
             on_start(task)

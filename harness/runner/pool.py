@@ -28,7 +28,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from harness.runner.cells import CellTask
-from harness.runner.executor import DRAIN, EpochHook, StartHook
+from harness.runner.executor import DRAIN, EpochHook, StartHook, stop_if_interrupted
 from harness.runner.threads import THREAD_VARS, apply_threads, set_thread_env, thread_policy
 from harness.runner.work import CellResult, run_cell
 from methods.registry import get_method
@@ -122,6 +122,7 @@ class PoolExecutor:
         finished = False
         try:
             while True:
+                stop_if_interrupted()
                 if DRAIN.is_set():
                     drain.set()
                 while (

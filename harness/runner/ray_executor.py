@@ -38,7 +38,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.runner.cells import CellTask
-from harness.runner.executor import DRAIN, EpochHook, StartHook
+from harness.runner.executor import DRAIN, EpochHook, StartHook, stop_if_interrupted
 from harness.runner.pool import chains
 from harness.runner.work import CellResult, run_cell
 
@@ -256,6 +256,7 @@ class RayExecutor:
             drain_sent = False
             capacity, capacity_at = self._capacity(ray), time.monotonic()
             while True:
+                stop_if_interrupted()
                 if DRAIN.is_set() and not drain_sent:
                     ray.get(events.set_drain.remote())
                     drain_sent = True

@@ -31,7 +31,13 @@ from rich.progress import (
 
 from harness.provenance import run_info
 from harness.runner.cells import CellTask, code_version, plan_cells
-from harness.runner.executor import DRAIN, Executor, InProcessExecutor
+from harness.runner.executor import (
+    DRAIN,
+    INTERRUPT,
+    Executor,
+    InProcessExecutor,
+    stop_if_interrupted,
+)
 from harness.runner.prepare import PreparedData, prepare
 from harness.runner.publish import bundle_files, import_bundles, shard_tasks
 from harness.runner.work import CellResult, resolve_device
@@ -278,6 +284,7 @@ def run_spec(
         )
         state = "interrupted"
         DRAIN.clear()
+        INTERRUPT.clear()
         store.release()  # readable between commits: `harness sql` works while cells train
         try:
             _execute(executor, pending, store, run_id, summary, console)
@@ -456,6 +463,7 @@ def _execute(
                 flush=True,
             )
             progress.advance(cells_bar)
+            stop_if_interrupted()  # a Ctrl-C swallowed on its way up still stops the run
 
 
 def _commit(store: Store, run_id: str, result: CellResult) -> None:
