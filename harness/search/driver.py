@@ -27,7 +27,7 @@ from datetime import datetime
 
 import polars as pl
 
-from harness.runner.cells import CellTask, cell_id
+from harness.runner.cells import CellTask, identity_hash
 from harness.search.space import budget_of, dimensions, searched_methods
 from harness.search.strategies import FAILED, grid_points, random_points, tpe_points
 from harness.spec.load import LoadedSpec
@@ -121,19 +121,8 @@ class Search:
     def _trial_task(self, base: CellTask, values: dict) -> CellTask:
         method = self.loaded.spec.methods[base.method]
         params = get_method(base.kind).Params.model_validate({**method.params, **values})
-        return dataclasses.replace(
-            base,
-            params=params,
-            cell_id=cell_id(
-                base.prepared,
-                self.loaded.spec.protocol.fingerprint(),
-                base.kind,
-                params,
-                base.seed,
-                base.domains,
-                matmul_precision=base.matmul_precision,
-            ),
-        )
+        trial = dataclasses.replace(base, params=params)
+        return dataclasses.replace(trial, cell_id=identity_hash(trial.identity()))
 
     def propose(self, store) -> list[CellTask]:
         """Every cell known now: the plain cells, then per searched method and seed its paper
