@@ -19,6 +19,9 @@ full-matrix contrastive term).
 
     python benchmarks/speed.py --methods all --epochs 1 --threads 1
     python benchmarks/speed.py --methods lightgcn neumf uclr --busy   # a CPU-bound neighbour
+
+Without ``--threads`` the thread count is what ``harness run`` would choose (the thread
+policy: cores less busy ones, so one thread beside ``--busy``'s neighbour on two cores).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from harness.evaluation.evaluator import (
 from harness.evaluation.metrics import metrics_from_ranks
 from harness.protocol.candidates import build_candidates
 from harness.protocol.split import leave_one_out
+from harness.runner.threads import thread_policy
 from methods.bprmf import BPRMFParams, MFTables, bpr_step
 from methods.scoring import DotScorer, gathered_dot
 from methods.training import NegativeSampler, seeded_generator
@@ -117,6 +121,13 @@ def main() -> None:
         print(json.dumps(method_child(args)))
         return
     neighbour = start_neighbour() if args.busy else None
+    args.thread_source = "--threads"
+    if args.threads is None:  # decided as `harness run` decides it: the thread policy
+        if neighbour is not None:
+            time.sleep(0.5)  # the neighbour has taken its core
+        policy = thread_policy()
+        args.threads, args.thread_source = policy.threads, policy.describe()
+        torch.set_num_threads(args.threads)
     try:
         if args.methods:
             print(json.dumps(run_methods(args)))
@@ -141,7 +152,8 @@ def run_methods(args) -> dict:
     epochs = args.epochs or 1
     result: dict = {
         "preset": args.preset,
-        "threads": args.threads or torch.get_num_threads(),
+        "threads": args.threads,
+        "thread_source": args.thread_source,
         "epoch_cap": epochs,
         "busy": args.busy,
         "matmul_precision": args.matmul_precision,

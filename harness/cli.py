@@ -240,6 +240,12 @@ def run(
     # Thread policy first: the pool sizes are fixed before torch starts its runtimes.
     policy = thread_policy(workers, threads)
     apply_threads(policy.threads)
+    if policy.source == "free cores/workers":
+        err.print(
+            f"[yellow]note[/] {policy.busy:.1f} of {policy.cores} cores are busy with other "
+            f"processes: {policy.threads} thread(s) per training process (--threads overrides)",
+            highlight=False,
+        )
 
     from harness.runner.executor import InProcessExecutor
     from harness.runner.pool import PoolExecutor

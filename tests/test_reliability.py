@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -88,6 +89,7 @@ def test_thread_policy_divides_the_cores_given_and_threads_overrides(monkeypatch
     from harness.runner import threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)  # a quiet machine
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.available_cores() == 6
     assert threads.thread_policy(1).threads == 6
@@ -104,6 +106,42 @@ def test_thread_policy_divides_the_cores_given_and_threads_overrides(monkeypatch
     )
     assert threads.thread_policy(4).threads == 1  # ... but never raises the share
     assert threads.thread_policy(1, threads=4).threads == 4
+
+
+def test_thread_policy_leaves_the_cores_other_processes_keep_busy(monkeypatch):
+    """A busy neighbour on a 2-core machine: one thread, not two spinning against it."""
+    from harness.runner import threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    loaded = threads.thread_policy(1, busy=1.0)
+    assert (loaded.threads, loaded.source) == (1, "free cores/workers")
+    assert "2 cores, 1.0 busy" in loaded.describe()
+    assert threads.thread_policy(1, busy=0.4).threads == 2  # less than half a core: free
+    assert threads.thread_policy(1, busy=2.0).threads == 1  # never zero
+    assert threads.thread_policy(1, threads=2, busy=1.0).threads == 2  # --threads wins
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    assert threads.thread_policy(2, busy=2.2).threads == 3  # (8 - 2) cores / 2 workers
+    assert threads.thread_policy(2, busy=0.0).threads == 4
+    sampled = []
+    monkeypatch.setattr(threads, "busy_cores", lambda: sampled.append(1) or 0.0)
+    assert threads.thread_policy(8).threads == 1 and not sampled  # one each: nothing to sample
+    assert threads.thread_policy(1).threads == 8 and sampled == [1]
+
+
+def test_busy_cores_sees_a_cpu_bound_neighbour():
+    """Sampled from /proc/stat: a spinning child reads as (about) one busy core."""
+    from harness.runner.threads import busy_cores
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs /proc/stat (Linux)")
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores(0.5) >= 0.7
+    finally:
+        neighbour.kill()
+        neighbour.wait()
 
 
 def test_pool_sets_thread_variables_for_spawned_workers_and_restores_them(monkeypatch):
