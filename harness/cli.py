@@ -196,6 +196,14 @@ def run(
         int | None,
         typer.Option(min=1, help="torch threads per worker (default: cores / workers)"),
     ] = None,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="seconds between mid-training checkpoints of methods that can resume "
+            "(GA-MTCDR); a rerun continues a killed cell from its last one (0: every epoch)",
+        ),
+    ] = 600.0,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -299,6 +307,7 @@ def run(
         only_seeds=seed,
         executor=chosen,
         shard=slice_,
+        checkpoint_every_s=checkpoint_every,
     )
     destination = export or (target / "bundles" if slice_ else None)
     if destination is not None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from methods.checkpoint import EpochCheckpoints
 
 __all__ = [
     "EpochLog",
@@ -86,6 +89,8 @@ class FitContext:
     validate: ValidationOracle
     log: Callable[[EpochLog], None] = lambda _log: None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Where run_epochs keeps a resumable method's mid-training state (None: nowhere).
+    checkpoints: EpochCheckpoints | None = None
 
 
 @dataclass(frozen=True)

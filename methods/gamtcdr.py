@@ -10,13 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from methods._cdr_graph import CSR, LazyTable, segment_mean, uniform_init_
 from methods.base import FitContext, FitSummary, Method, MethodParams, TrainingData
+from methods.checkpoint import Resumable
 from methods.registry import register
 from methods.scoring import DotScorer
 from methods.training import NegativeSampler, RowwiseAdam, run_epochs, seeded_generator
@@ -577,9 +578,33 @@ class GAMTCDR(Method):
             eval_every=p.eval_every,
             log=ctx.log,
             stage="gamtcdr",
+            checkpoints=ctx.checkpoints,
+            resume=Resumable(
+                state=lambda: self._training_state(gen),
+                load=lambda state: self._load_training_state(state, gen),
+            ),
         )
         self.refresh()
         return summary
+
+    def _training_state(self, gen: torch.Generator) -> dict[str, Any]:
+        """Everything an epoch changes, for a mid-training checkpoint: parameters, the dense
+        Adam's moments, each row-wise table's moments and step count, the batch generator
+        (node2vec inputs are rebuilt from the seed)."""
+        return {
+            "params": self.state(),
+            "dense_opt": self.dense_opt.state_dict(),
+            "tables": [{"moments": t.opt.moments, "steps": t.opt.steps} for t in self._tables()],
+            "generator": gen.get_state(),
+        }
+
+    def _load_training_state(self, state: dict[str, Any], gen: torch.Generator) -> None:
+        self.load(state["params"])
+        self.dense_opt.load_state_dict(state["dense_opt"])
+        for table, saved in zip(self._tables(), state["tables"], strict=True):
+            table.opt.moments.copy_(saved["moments"])
+            table.opt.steps = int(saved["steps"])
+        gen.set_state(state["generator"])
 
     def state(self) -> dict[str, torch.Tensor]:
         state = {f"onehop.{d}": t.weights for d, t in self.onehop.items()}

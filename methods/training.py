@@ -11,10 +11,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from methods.base import EpochLog, FitSummary
+from methods.checkpoint import EpochCheckpoints, Resumable
 
 __all__ = [
     "EarlyStopping",
@@ -152,6 +154,19 @@ class EarlyStopping:
     best_state: dict = field(default_factory=dict)
     _bad: int = 0
 
+    def record(self) -> dict[str, Any]:
+        """Everything needed to continue (a checkpoint's part)."""
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad": self._bad,
+        }
+
+    def restore(self, record: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(record["best"]), int(record["best_epoch"])
+        self.best_state, self._bad = dict(record["best_state"]), int(record["bad"])
+
     def update(self, epoch: int, value: float, state: dict[str, torch.Tensor]) -> bool:
         """Record ``value``; return True when training should stop."""
         if math.isnan(value):
@@ -176,6 +191,8 @@ def run_epochs(
     log: Callable[[EpochLog], None] = lambda _entry: None,
     stage: str,
     domain: str | None = None,
+    checkpoints: EpochCheckpoints | None = None,
+    resume: Resumable | None = None,
 ) -> FitSummary:
     """The one training loop with validation-based early stopping every method shares.
 
@@ -184,10 +201,26 @@ def run_epochs(
     (``train_s``) and validation (``valid_s``), so every method's time per epoch and stage is
     in the store (view ``epoch_timings``). The best state is restored before returning, and a
     non-finite loss or metric stops the cell with a clear error instead of a silent collapse.
+
+    With ``checkpoints`` (the cell's, from its :class:`FitContext`) and ``resume`` (the
+    method's whole training state), the loop saves itself between epochs and a rerun of the
+    cell continues after the last saved epoch (:mod:`methods.checkpoint`).
     """
     stopper = EarlyStopping(patience=patience)
-    epoch = 0
-    for epoch in range(1, max_epochs + 1):
+    key = stage + (f"/{domain}" if domain else "")
+    saving = checkpoints is not None and resume is not None
+    history: list[dict[str, Any]] = []  # this stage's epoch logs, as a checkpoint keeps them
+    first = 1
+    saved = checkpoints.load(key) if saving else None  # type: ignore[union-attr]
+    if saved is not None:
+        resume.load(saved["method"])  # type: ignore[union-attr]
+        stopper.restore(saved["stopper"])
+        history = list(saved["logs"])
+        for entry in history:
+            log(EpochLog(stage=stage, epoch=entry["epoch"], values=entry["values"], domain=domain))
+        first = int(saved["epoch"]) + 1
+    epoch = first - 1
+    for epoch in range(first, max_epochs + 1):
         started = time.perf_counter()
         values = dict(train_epoch(epoch))
         values["train_s"] = time.perf_counter() - started
@@ -201,6 +234,17 @@ def run_epochs(
         if bad:
             where = f"{stage}" + (f" ({domain})" if domain else "")
             raise FloatingPointError(f"{where}: non-finite {bad} at epoch {epoch}")
+        history.append({"epoch": epoch, "values": values})
+        if saving and not stop and epoch < max_epochs and checkpoints.due():  # type: ignore[union-attr]
+            checkpoints.save(  # type: ignore[union-attr]
+                key,
+                {
+                    "epoch": epoch,
+                    "method": resume.state(),  # type: ignore[union-attr]
+                    "stopper": stopper.record(),
+                    "logs": history,
+                },
+            )
         log(EpochLog(stage=stage, epoch=epoch, values=values, domain=domain))
         if stop:
             break

@@ -48,6 +48,10 @@ class CellTask:
     device: str
     protocol_fingerprint: str = ""
     matmul_precision: str = "highest"  # torch float32 matmul precision (spec schema)
+    # Mid-training checkpoints of methods that can resume (not part of the identity):
+    # the folder (None: none are kept) and the seconds between two saves.
+    checkpoint_dir: str | None = None
+    checkpoint_every_s: float = 600.0
 
     def identity(self) -> dict:
         """What this cell's id hashes (see :func:`cell_identity`)."""

@@ -12,7 +12,7 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -195,13 +195,16 @@ def run_spec(
     only_methods: list[str] | None = None,
     only_seeds: list[int] | None = None,
     shard: tuple[int, int] | None = None,
+    checkpoint_every_s: float = 600.0,
 ) -> RunSummary:
     """Run the spec's pending cells; ``only_methods`` / ``only_seeds`` restrict this run to
     some methods / seeds, ``shard`` (I, N) to the I-th of N deterministic slices of the plan
-    (the plan and the report still cover the whole matrix). Bundles in the spec's
-    ``experiment.results`` folders are imported first, so the cells they hold are reused. The
-    report is not written here: the CLI (``harness run``) renders it after this returns, so
-    that nothing in ``harness/`` depends on ``reports/``."""
+    (the plan and the report still cover the whole matrix). Methods that can resume save
+    their training state in ``out/checkpoints`` at most every ``checkpoint_every_s``
+    seconds, and a rerun continues a killed cell from there (:mod:`methods.checkpoint`).
+    Bundles in the spec's ``experiment.results`` folders are imported first, so the cells
+    they hold are reused. The report is not written here: the CLI (``harness run``) renders
+    it after this returns, so that nothing in ``harness/`` depends on ``reports/``."""
     console = console or Console(stderr=True)
     executor = executor or InProcessExecutor()
     device_name = device or loaded.spec.experiment.device
@@ -255,17 +258,25 @@ def run_spec(
         seen: set[str] = set()
         wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
         selected: dict[str, CellTask] = {}  # every cell this run was given, by id
+        checkpoint_dir = str(out / "checkpoints")
 
         def pending_of(tasks: list[CellTask], status: dict, finished: set) -> list[CellTask]:
-            out = []
+            chosen = []
             for t in shard_tasks(tasks, *shard) if shard else tasks:
                 if t.method not in wanted or (only_seeds and t.seed not in only_seeds):
                     continue
                 selected.setdefault(t.cell_id, t)
                 if status.get(t.cell_id) not in finished and t.cell_id not in seen:
-                    out.append(t)  # identical cells (same kind, params, seed) run once
+                    # identical cells (same kind, params, seed) run once
+                    chosen.append(
+                        replace(
+                            t,
+                            checkpoint_dir=checkpoint_dir,
+                            checkpoint_every_s=checkpoint_every_s,
+                        )
+                    )
                     seen.add(t.cell_id)
-            return out
+            return chosen
 
         pending = pending_of(tasks, status, finished)
         summary = RunSummary(

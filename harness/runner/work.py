@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from harness.evaluation.evaluator import (
 )
 from harness.runner.cells import CellTask
 from methods.base import EpochLog, FitContext, TrainingData, UserValues
+from methods.checkpoint import EpochCheckpoints
 from methods.registry import get_method
 
 __all__ = ["CellResult", "LeakageError", "matmul_precision", "resolve_device", "run_cell"]
@@ -134,11 +136,16 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
 
         cls = get_method(task.kind)
         method = cls(task.params, train.n_users, train.n_items)
+        checkpoints = None
+        if task.checkpoint_dir is not None:
+            path = Path(task.checkpoint_dir) / f"{task.cell_id}.pt"
+            checkpoints = EpochCheckpoints(path, task.checkpoint_every_s)
+        context = FitContext(
+            seed=task.seed, device=device, validate=validator, log=log, checkpoints=checkpoints
+        )
         with matmul_precision(task.matmul_precision):
             started = time.perf_counter()
-            summary = method.fit(
-                train, FitContext(seed=task.seed, device=device, validate=validator, log=log)
-            )
+            summary = method.fit(train, context)
             result.train_s = time.perf_counter() - started
             started = time.perf_counter()
             outcomes = evaluate(method, task, device)
@@ -149,6 +156,8 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
         if task.matmul_precision != "highest":  # also in the cell id; kept in sight for SQL
             result.notes["matmul_precision"] = task.matmul_precision
         result.user_values = summary.user_values
+        if checkpoints is not None:
+            _account_for_resumption(checkpoints, result)
         result.status = "done"
     except KeyboardInterrupt:
         raise
@@ -156,6 +165,17 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
         tb = traceback.format_exc(limit=6)
         result.error = f"{type(exc).__name__}: {exc}\n{tb}"
     return result
+
+
+def _account_for_resumption(checkpoints: EpochCheckpoints, result: CellResult) -> None:
+    """A resumed cell's seconds include its earlier runs' (up to their checkpoint); its notes
+    say where it continued. The checkpoint itself is no longer needed."""
+    if checkpoints.resumed:
+        result.train_s += checkpoints.carried_s
+        result.notes["resumed_after_epoch"] = dict(checkpoints.resumed)
+    if checkpoints.discarded:
+        result.notes["checkpoint_discarded"] = checkpoints.discarded
+    checkpoints.clear()
 
 
 def evaluate(method, task: CellTask, device: torch.device) -> list[DomainResult]:
