@@ -3,7 +3,13 @@ where an uninterrupted run ends (``methods.checkpoint``, GA-MTCDR opts in)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from subprocess import PIPE, STDOUT
 
 import pytest
 import torch
@@ -40,6 +46,7 @@ n2v_walk_length = 10
 n2v_walks_per_node = 2
 """
 
+REPO = Path(__file__).resolve().parents[1]
 ROWS = "SELECT * FROM per_user ORDER BY ALL"
 CURVE = (
     "SELECT stage, epoch, name, value FROM training_curves "
@@ -140,3 +147,54 @@ def test_checkpoints_are_written_at_most_every_interval(tmp_path: Path) -> None:
     assert again.load("stage") == {"epoch": 1} and again.resumed == {"stage": 1}
     assert again.load("other") is None
     assert again.carried_s >= 0.0
+
+
+KILL_SPEC = SPEC.replace(
+    "n_users = 150\nn_items = [60, 40, 50]\nn_interactions = [440, 300, 300]",
+    "n_users = 600\nn_items = [200, 150, 150]\nn_interactions = [1800, 1200, 1200]",
+).replace("max_epochs = 6\npatience = 6", "max_epochs = 20\npatience = 20")
+assert "n_users = 600" in KILL_SPEC and "max_epochs = 20" in KILL_SPEC
+
+
+def _run_cli(spec: Path, out: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "harness.cli", "run", str(spec), "--out", str(out)]
+    command += ["--threads", "1", "--no-report", "--checkpoint-every", "0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(command, env=env, cwd=REPO, stdout=PIPE, stderr=STDOUT, text=True)
+
+
+def _saved_epoch(folder: Path) -> int:
+    for path in folder.glob("*.pt"):
+        try:
+            return int(torch.load(path, weights_only=True)["stages"]["gamtcdr"]["epoch"])
+        except Exception:  # replaced while read: look again
+            return 0
+    return 0
+
+
+def test_kill_9_mid_training_then_rerun_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    """The real thing: `harness run` killed with SIGKILL after its third saved epoch; the same
+    command again continues there and stores what an uninterrupted run stores."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(KILL_SPEC)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    reference = _run_cli(spec, whole)
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()  # type: ignore[union-attr]
+
+    victim = _run_cli(spec, killed)
+    deadline = time.monotonic() + 300
+    while _saved_epoch(killed / "checkpoints") < 3:
+        assert victim.poll() is None, "the run ended before its third checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert _query(killed, "SELECT count(*) FROM cells WHERE status = 'done'") == [(0,)]
+
+    again = _run_cli(spec, killed)
+    assert again.wait(timeout=600) == 0, again.stdout.read()  # type: ignore[union-attr]
+    assert _query(killed, ROWS) == _query(whole, ROWS)
+    assert _query(killed, CURVE) == _query(whole, CURVE)
+    sql = "SELECT json_extract_string(notes, '$.resumed_after_epoch.gamtcdr') FROM cells"
+    (resumed,) = _query(killed, sql)[0]
+    assert int(resumed) >= 3
