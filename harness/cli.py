@@ -135,6 +135,8 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
         pl.col("seconds").alias("s"),
         pl.col("estimate_s").alias("est. s"),
     )
+    if frame["checkpoint"].is_not_null().any():  # a killed long cell continues from there
+        shown = shown.with_columns(frame["checkpoint"])
     for col in shown.columns:
         table.add_column(col, no_wrap=True)
     for row in shown.iter_rows():

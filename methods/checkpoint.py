@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["EpochCheckpoints", "Resumable"]
+__all__ = ["EpochCheckpoints", "Resumable", "saved_progress"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,14 @@ class EpochCheckpoints:
     def clear(self) -> None:
         """The cell is done: its checkpoint is of no further use."""
         self.path.unlink(missing_ok=True)
+
+
+def saved_progress(path: Path) -> str | None:
+    """What a checkpoint file holds, for ``harness plan`` (``"gamtcdr epoch 12"``); None when
+    there is no readable one."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        stages = content["stages"]
+    except Exception:
+        return None
+    return ", ".join(f"{key} epoch {int(state['epoch'])}" for key, state in stages.items())

@@ -14,7 +14,7 @@ from subprocess import PIPE, STDOUT
 import pytest
 import torch
 
-from harness.runner.runner import run_spec
+from harness.runner.runner import plan_status, run_spec
 from harness.spec.load import load_spec
 from harness.store.store import connect_read_only
 from methods.checkpoint import EpochCheckpoints
@@ -90,6 +90,8 @@ def test_killed_cell_resumes_after_its_checkpoint_and_matches_an_uninterrupted_r
     assert saved_epochs == [1, 2, 3]  # every epoch with checkpoint_every_s = 0
     (checkpoint,) = (resumed / "checkpoints").glob("*.pt")
     assert torch.load(checkpoint, weights_only=True)["stages"]["gamtcdr"]["epoch"] == 3
+    planned = plan_status(load_spec(spec), resumed / "results.duckdb")
+    assert planned.select("status", "checkpoint").rows() == [("pending", "gamtcdr epoch 3")]
 
     monkeypatch.setattr(EpochCheckpoints, "save", save)
     trained: list[int] = []

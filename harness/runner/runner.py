@@ -46,6 +46,7 @@ from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from harness.store.lock import StoreBusy, WriterLock
 from harness.store.store import Store
 from methods.base import EpochLog
+from methods.checkpoint import saved_progress
 from methods.registry import get_method
 
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
@@ -105,7 +106,9 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
 
     ``origin`` says where a finished cell came from (``run`` or ``bundle``); a cell that is not
     stored shows ``in bundle`` when one of the spec's results folders holds it (the next run
-    imports it) and ``stale`` when only a result of an older code version is stored."""
+    imports it) and ``stale`` when only a result of an older code version is stored.
+    ``checkpoint`` names the epoch an unfinished cell's mid-training checkpoint reached (the
+    next run continues after it)."""
     store = Store(store_path, read_only=True) if store_path.exists() else None
     try:
         prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
@@ -131,6 +134,7 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
     estimates: list[float | None] = []
     sources: list[str | None] = []
     shown: list[str] = []
+    checkpoints: list[str | None] = []
     for t in tasks:
         params = _canonical(json.dumps(t.params.model_dump(mode="json")))
         state = status.get(t.cell_id, "pending")
@@ -139,6 +143,9 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         elif state == "pending" and (t.prepared.fingerprint, t.kind, params, t.seed) in stale:
             state = "stale"
         shown.append(state)
+        saved = store_path.parent / "checkpoints" / f"{t.cell_id}.pt"
+        resumable = state != "done" and saved.exists()
+        checkpoints.append(saved_progress(saved) if resumable else None)
         if state == "done":
             estimates.append(None)
             sources.append(None)
@@ -160,8 +167,14 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
             "seconds": [seconds.get(t.cell_id) for t in tasks],
             "estimate_s": estimates,
             "estimate_from": sources,
+            "checkpoint": checkpoints,
         },
-        schema_overrides={"seconds": pl.Float64, "estimate_s": pl.Float64, "origin": pl.String},
+        schema_overrides={
+            "seconds": pl.Float64,
+            "estimate_s": pl.Float64,
+            "origin": pl.String,
+            "checkpoint": pl.String,
+        },
     )
 
 
