@@ -208,12 +208,12 @@ def run_epochs(
     """
     stopper = EarlyStopping(patience=patience)
     key = stage + (f"/{domain}" if domain else "")
-    saving = checkpoints is not None and resume is not None
+    store = checkpoints if resume is not None else None  # only a resumable method saves
     history: list[dict[str, Any]] = []  # this stage's epoch logs, as a checkpoint keeps them
     first = 1
-    saved = checkpoints.load(key) if saving else None  # type: ignore[union-attr]
-    if saved is not None:
-        resume.load(saved["method"])  # type: ignore[union-attr]
+    saved = store.load(key) if store is not None else None
+    if saved is not None and resume is not None:
+        resume.load(saved["method"])
         stopper.restore(saved["stopper"])
         history = list(saved["logs"])
         for entry in history:
@@ -235,16 +235,10 @@ def run_epochs(
             where = f"{stage}" + (f" ({domain})" if domain else "")
             raise FloatingPointError(f"{where}: non-finite {bad} at epoch {epoch}")
         history.append({"epoch": epoch, "values": values})
-        if saving and not stop and epoch < max_epochs and checkpoints.due():  # type: ignore[union-attr]
-            checkpoints.save(  # type: ignore[union-attr]
-                key,
-                {
-                    "epoch": epoch,
-                    "method": resume.state(),  # type: ignore[union-attr]
-                    "stopper": stopper.record(),
-                    "logs": history,
-                },
-            )
+        going_on = not stop and epoch < max_epochs
+        if store is not None and resume is not None and going_on and store.due():
+            state = {"method": resume.state(), "stopper": stopper.record(), "logs": history}
+            store.save(key, {"epoch": epoch, **state})
         log(EpochLog(stage=stage, epoch=epoch, values=values, domain=domain))
         if stop:
             break
