@@ -27,7 +27,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["EpochCheckpoints", "Resumable", "saved_progress"]
+__all__ = ["EpochCheckpoints", "Resumable", "checkpoint_file", "saved_progress"]
+
+
+def checkpoint_file(results: Path, cell_id: str) -> Path:
+    """Where the cell's checkpoint lives in a results folder (the one place that says so)."""
+    return Path(results) / "checkpoints" / f"{cell_id}.pt"
 
 
 @dataclass(frozen=True)

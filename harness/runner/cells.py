@@ -49,7 +49,7 @@ class CellTask:
     protocol_fingerprint: str = ""
     matmul_precision: str = "highest"  # torch float32 matmul precision (spec schema)
     # Mid-training checkpoints of methods that can resume (not part of the identity):
-    # the folder (None: none are kept) and the seconds between two saves.
+    # the results folder they are kept in (None: none are kept) and the seconds between saves.
     checkpoint_dir: str | None = None
     checkpoint_every_s: float = 600.0
 

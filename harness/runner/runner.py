@@ -46,7 +46,7 @@ from harness.spec.load import LoadedSpec, SpecError, SpecIssue
 from harness.store.lock import StoreBusy, WriterLock
 from harness.store.store import Store
 from methods.base import EpochLog
-from methods.checkpoint import saved_progress
+from methods.checkpoint import checkpoint_file, saved_progress
 from methods.registry import get_method
 
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
@@ -143,7 +143,7 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         elif state == "pending" and (t.prepared.fingerprint, t.kind, params, t.seed) in stale:
             state = "stale"
         shown.append(state)
-        saved = store_path.parent / "checkpoints" / f"{t.cell_id}.pt"
+        saved = checkpoint_file(store_path.parent, t.cell_id)
         resumable = state != "done" and saved.exists()
         checkpoints.append(saved_progress(saved) if resumable else None)
         if state == "done":
@@ -271,7 +271,7 @@ def run_spec(
         seen: set[str] = set()
         wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
         selected: dict[str, CellTask] = {}  # every cell this run was given, by id
-        checkpoint_dir = str(out / "checkpoints")
+        checkpoint_dir = str(out)  # checkpoints go to checkpoint_file(out, cell id)
 
         def pending_of(tasks: list[CellTask], status: dict, finished: set) -> list[CellTask]:
             chosen = []

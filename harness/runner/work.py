@@ -31,7 +31,7 @@ from harness.evaluation.evaluator import (
 )
 from harness.runner.cells import CellTask
 from methods.base import EpochLog, FitContext, TrainingData, UserValues
-from methods.checkpoint import EpochCheckpoints
+from methods.checkpoint import EpochCheckpoints, checkpoint_file
 from methods.registry import get_method
 
 __all__ = ["CellResult", "LeakageError", "matmul_precision", "resolve_device", "run_cell"]
@@ -138,7 +138,7 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
         method = cls(task.params, train.n_users, train.n_items)
         checkpoints = None
         if task.checkpoint_dir is not None:
-            path = Path(task.checkpoint_dir) / f"{task.cell_id}.pt"
+            path = checkpoint_file(Path(task.checkpoint_dir), task.cell_id)
             checkpoints = EpochCheckpoints(path, task.checkpoint_every_s)
         context = FitContext(
             seed=task.seed, device=device, validate=validator, log=log, checkpoints=checkpoints
