@@ -211,6 +211,7 @@ class _DANTarget:
         self.q_target = EmbeddingTable(q_t.to(device), p.adapt_learning_rate, betas, lazy)
         self.user_target = copy.deepcopy(self.user_source)
         self.item_target = copy.deepcopy(self.item_source)
+        self.frozen_source: tuple[torch.Tensor, torch.Tensor] | None = None
         self.discriminators = nn.ModuleDict(
             {k: init_module_(_discriminator(m), gen) for k in ("user", "item", "interaction")}
         ).to(device)
@@ -265,6 +266,7 @@ class _DANTarget:
                 param.requires_grad_(False)
         if isinstance(self.q_source.weight, nn.Parameter):
             self.q_source.weight.requires_grad_(False)
+        self.frozen_source = self._frozen_source_tables()
         self.user_target.load_state_dict(self.user_source.state_dict())
         self.item_target.load_state_dict(self.item_source.state_dict())
         for module in (self.user_target, self.item_target):
@@ -277,15 +279,29 @@ class _DANTarget:
             [*self.user_target.parameters(), *self.item_target.parameters()], lr=lr, betas=betas
         )
 
+    @torch.no_grad()
+    def _frozen_source_tables(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """M_U^s of every user and M_I^s of every source item, once: the source side is frozen
+        in phase 2, so each step only looks its discriminator batch up. Not when a user's
+        source vector depends on the pair (``history_excludes_positive``)."""
+        if self.p.history_excludes_positive or self.n_source_items == 0:
+            return None
+        n_users = len(self.src_history.counts)
+        users = self.source_users(torch.arange(n_users, device=self.device))
+        items = self.source_items(torch.arange(self.n_source_items, device=self.device))
+        return users, items
+
     # -------------------------------------------------------------- phase 2
     def source_representations(
         self, users: torch.Tensor, items: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Frozen source user, item and interaction representations of source pairs."""
         with torch.no_grad():
-            exclude = items if self.p.history_excludes_positive else None
-            u = self.source_users(users, exclude=exclude)
-            i = self.source_items(items)
+            if self.frozen_source is not None:
+                u, i = self.frozen_source[0][users], self.frozen_source[1][items]
+            else:
+                exclude = items if self.p.history_excludes_positive else None
+                u, i = self.source_users(users, exclude=exclude), self.source_items(items)
             return {"user": u, "item": i, "interaction": self.predictor.represent(u, i)}
 
     def target_representations(
@@ -456,7 +472,7 @@ class RecsysDAN(Method):
     Params = RecsysDANParams
     family = "cross-domain"
     display_name = "Recsys-DAN (adapted)"
-    version = "1"
+    version = "2"
 
     @classmethod
     def quick_params(cls) -> RecsysDANParams:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods._xdomain import UserHistory, init_module_
+from methods._xdomain import EmbeddingTable, UserHistory, init_module_
 from methods.base import FitContext
 from methods.popularity import Popularity, PopularityParams
 from methods.recsys_dan import (
@@ -46,6 +46,60 @@ def test_history_mean_is_a_sparse_product_equal_to_the_dense_mean():
     dense[3, drop[0]] -= 1
     left = dense[3] @ table / dense[3].sum().clamp(min=1)
     assert torch.allclose(history.mean(batch, table, exclude=drop)[0], left, atol=1e-6)
+
+
+def _history_step(history: UserHistory, table: EmbeddingTable, batch, items) -> None:
+    """One lazy step on a history mean (through the given table) plus gathered item rows."""
+    mean = history.mean(batch, table)
+    loss = (mean.unsqueeze(1) * table.gather(items)).sum() + mean.square().sum()
+    loss.backward()
+    table.step()
+
+
+def test_whole_table_history_step_updates_the_same_rows_as_gathering_unique_rows():
+    """The history mean reads the table as one whole-table leaf; its lazy step must equal
+    gathering the rows it reads: same gradient sums, the same touched rows (also a row read
+    with a zero gradient), untouched rows and their moments left alone."""
+    gen = torch.Generator().manual_seed(1)
+    keys = torch.randperm(10 * 40, generator=gen)[:90]
+    users, items = keys // 40, keys % 40
+    history = UserHistory(users, items, n_users=12)
+    start = torch.randn(40, 4, generator=gen)
+    batch = torch.tensor([3, 0, 11, 3, 5, 0])  # repeats; 11 has no history
+    extra = torch.tensor([[1, 39], [39, 2], [7, 7], [1, 1], [2, 30], [5, 6]])
+    whole = EmbeddingTable(start, lr=0.1, betas=(0.9, 0.999))
+    rows = EmbeddingTable(start, lr=0.1, betas=(0.9, 0.999))
+    # the reference: the same mean as a sparse product over gathered unique rows
+    for _ in range(3):
+        _history_step(history, whole, batch, extra)
+        r, c, w = history.segments(torch.unique(batch))
+        leaf, inverse = rows.gather_unique(c)
+        pattern = torch.sparse_coo_tensor(
+            torch.stack([r, inverse]),
+            w,
+            (len(torch.unique(batch)), len(leaf)),
+            check_invariants=False,
+        )
+        per_user = torch.sparse.mm(pattern, leaf)[torch.unique(batch, return_inverse=True)[1]]
+        loss = (per_user.unsqueeze(1) * rows.gather(extra)).sum() + per_user.square().sum()
+        loss.backward()
+        rows.step()
+    assert torch.allclose(whole.state(), rows.state(), atol=1e-6)
+    assert torch.allclose(whole.opt.moments, rows.opt.moments, atol=1e-6)
+    read = torch.zeros(40, dtype=torch.bool)
+    read[history.segments(batch)[1]] = True
+    read[extra.reshape(-1)] = True
+    assert torch.equal(whole.state()[~read], start[~read])
+    assert torch.equal(whole.opt.moments[~read], torch.zeros_like(whole.opt.moments[~read]))
+    # a row read with a zero gradient is still a touched row: its moments decay, SparseAdam-like
+    zero_grad = EmbeddingTable(start, lr=0.1, betas=(0.9, 0.999))
+    zero_grad.opt.moments[:] = 1.0
+    (history.mean(batch, zero_grad) * 0.0).sum().backward()
+    zero_grad.step()
+    touched = torch.zeros(40, dtype=torch.bool)
+    touched[history.segments(batch)[1]] = True
+    assert torch.all(zero_grad.opt.moments[touched] < 1.0)
+    assert torch.all(zero_grad.opt.moments[~touched] == 1.0)
 
 
 def test_source_negatives_stay_in_the_positive_sub_domain_and_are_not_positives():
