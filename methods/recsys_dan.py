@@ -86,9 +86,14 @@ class _Predictor(nn.Module):
         self.classifier = nn.Linear(dim, 1)
 
     def represent(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        """Interaction representation for ``u`` [..., m] and ``i`` [..., m] (broadcast)."""
-        u = u.expand_as(i)
-        return torch.relu(self.interaction(torch.cat([u, i, u * i], -1)))
+        """Interaction representation for ``u`` [..., m] and ``i`` [..., m] (broadcast).
+
+        The first layer is applied as its user, item and product parts, so a user broadcast
+        over its positive and negatives is multiplied once, not once per item.
+        """
+        w_user, w_item, w_prod = self.interaction.weight.split(i.shape[-1], dim=1)
+        hidden = F.linear(u, w_user, self.interaction.bias) + F.linear(i, w_item)
+        return torch.relu(hidden + F.linear(u * i, w_prod))
 
     def forward(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.represent(u, i)).squeeze(-1)
