@@ -152,8 +152,8 @@ class EmbeddingTable:
 class UserHistory:
     """Each user's training items as CSR rows (``crow``, ``cols``).
 
-    A batch's mean item embedding is one sparse [B, U] x [U, m] product over the unique rows the
-    batch touches, so the gradient reaches only those rows and no Python loop visits a user.
+    A batch's mean item embedding is one weighted ``embedding_bag`` over these rows (no Python
+    loop visits a user); the lazy table step then updates only the rows the histories read.
     """
 
     def __init__(self, users: torch.Tensor, items: torch.Tensor, n_users: int):

@@ -451,7 +451,8 @@ class RecsysDAN(Method):
     a reconstruction. Per target t the source is the union of the other domains (items kept
     distinct in one source item space). Q are ID tables (m), M_U and M_I two-layer MLPs
     (m→m→m, ReLU), MLP_O = ReLU(Linear 3m→m) over [u; i; u⊙i], C = Linear m→1; a user is the
-    mean of Q over their training items in that space (a sparse product over CSR histories).
+    mean of Q over their training items in that space (an embedding_bag over CSR histories,
+    once per distinct user of a batch).
 
     Phase 1 trains Q^s, M_U^s, M_I^s, MLP_O and C on source pairs (BCE with 4 negatives drawn
     within the positive's sub-domain, or BPR), Adam 1e-3, selected on mean source validation

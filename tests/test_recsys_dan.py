@@ -31,7 +31,7 @@ QUICK = {
 }
 
 
-def test_history_mean_is_a_sparse_product_equal_to_the_dense_mean():
+def test_history_mean_equals_the_dense_mean():
     gen = torch.Generator().manual_seed(0)
     keys = torch.randperm(10 * 25, generator=gen)[:60]  # distinct pairs, as in training data
     users, items = keys // 25, keys % 25
