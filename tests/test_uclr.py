@@ -18,7 +18,14 @@ from methods.registry import available
 from tests.conftest import RANDOM_NDCG10, fit_planted, planted_training_data
 from uclr import autoencoder as ae_module
 from uclr import stages as stages_module
-from uclr.autoencoder import CollaborativeAutoencoder, mask_embeddings, reconstruction_loss
+from uclr.autoencoder import (
+    CollaborativeAutoencoder,
+    dual_stream,
+    mask_embeddings,
+    reconstruction_loss,
+    row_keep_mask,
+    row_masked_dual_stream,
+)
 from uclr.cache import STAGE_CACHE
 from uclr.lora import LoRAUserTable
 from uclr.methods import PGE, PGEAE, PGECLAE, PGEUCLAE, UCLR
@@ -30,8 +37,8 @@ from uclr.params import (
     UCLRParams,
 )
 from uclr.pretrain import SameDomainSampler, global_pairs
-from uclr.stages import activity_groups, stage_b_schedule
-from uclr.temperature import TemperatureCollapse
+from uclr.stages import CombinedLoss, activity_groups, stage_b_schedule
+from uclr.temperature import TemperatureCollapse, TemperatureConfig, UserTemperatures
 
 # Small settings for the planted data (400 users, 3 domains): a few seconds per variant.
 PLANTED = dict(
@@ -115,6 +122,80 @@ def test_row_masking_zeroes_exactly_the_ratio_of_rows_and_feature_masking_coordi
     feature = mask_embeddings(x, 0.3, "feature", gen)
     share = float((feature == 0).float().mean())
     assert 0.25 < share < 0.35 and not (feature == 0).all(dim=1).any()
+
+
+def _double_autoencoder(dim: int, seed: int) -> CollaborativeAutoencoder:
+    gen = torch.Generator().manual_seed(seed)
+    return CollaborativeAutoencoder(dim, 16, 8).reset_parameters(gen).double()
+
+
+def test_row_masked_dual_stream_is_the_two_stream_pass_with_its_gradients():
+    ae = _double_autoencoder(12, 3)
+    x = torch.randn(40, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    keep = row_keep_mask(40, 0.3, torch.Generator().manual_seed(5))
+    masked = mask_embeddings(x, 0.3, "row", torch.Generator().manual_seed(5))
+    assert int((~keep).sum()) == 12 and torch.equal(masked[~keep], torch.zeros(12, 12))
+
+    def weighted(streams, x_leaf) -> tuple[torch.Tensor, ...]:
+        # Distinct weights per tensor so every output's gradient path is exercised.
+        total = sum(
+            (w * t).sum()
+            for w, t in zip(
+                (1.0, 2.0, 3.0, 4.0),
+                (streams.z, streams.z_masked, streams.x_hat, streams.x_hat_masked),
+                strict=True,
+            )
+        )
+        return torch.autograd.grad(total.sin(), [x_leaf, *ae.parameters()])
+
+    x_two = x.clone().requires_grad_()
+    masked_two = mask_embeddings(x_two, 0.3, "row", torch.Generator().manual_seed(5))
+    two = dual_stream(ae, x_two, masked_two)
+    x_one = x.clone().requires_grad_()
+    one = row_masked_dual_stream(ae, x_one, keep)
+    for name in ("z", "z_masked", "x_hat", "x_hat_masked"):
+        assert torch.allclose(getattr(one, name), getattr(two, name), rtol=1e-12, atol=1e-12)
+    for got, want in zip(weighted(one, x_one), weighted(two, x_two), strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_stage_c_objective_equals_the_stage_b_path_on_the_same_draws(symmetric):
+    """Stage C's objective (blocked contrastive term, shared masked pass) gives stage B's
+    losses, gradients and temperature updates, and consumes the generator alike."""
+    p = _params(embedding_size=12, ae_symmetric=symmetric)
+    cfg = TemperatureConfig(rho=1.0, gamma=0.9, eta=0.05)
+    runs = []
+    for chunk in (None, 7):
+        ae = _double_autoencoder(12, 6)
+        temps = UserTemperatures(60, cfg, torch.device("cpu"), directions=2 if symmetric else 1)
+        temps.tau = temps.tau.double()
+        temps.log_u, temps.momentum = temps.log_u.double(), temps.momentum.double()
+        gen = torch.Generator().manual_seed(11)
+        objective = CombinedLoss("ucl", p, temps, gen, chunk)
+        data = torch.Generator().manual_seed(12)
+        steps = []
+        for _step in range(3):
+            users = torch.randperm(60, generator=data)[:25]
+            x = torch.randn(25, 12, generator=data, dtype=torch.float64).requires_grad_()
+            loss, parts = objective(ae, x, x.detach(), users)
+            grads = torch.autograd.grad(loss, [x, *ae.parameters()])
+            state = {name: value.clone() for name, value in temps.state().items()}
+            steps.append((loss.detach(), parts, grads, state))
+        runs.append((steps, gen.get_state()))
+    (reference, ref_gen), (stage_c, c_gen) = runs
+    assert torch.equal(ref_gen, c_gen)
+    for (loss_b, parts_b, grads_b, state_b), (loss_c, parts_c, grads_c, state_c) in zip(
+        reference, stage_c, strict=True
+    ):
+        assert torch.allclose(loss_b, loss_c, rtol=1e-10)
+        assert set(parts_b) == set(parts_c)
+        for name, value in parts_b.items():
+            assert torch.allclose(value, parts_c[name], rtol=1e-10)
+        for got, want in zip(grads_c, grads_b, strict=True):
+            assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+        for name, value in state_b.items():
+            assert torch.allclose(value.double(), state_c[name].double(), rtol=1e-10)
 
 
 def test_reconstruction_loss_sums_squared_errors_over_coordinates():

@@ -24,6 +24,8 @@ __all__ = [
     "dual_stream",
     "mask_embeddings",
     "reconstruction_loss",
+    "row_keep_mask",
+    "row_masked_dual_stream",
 ]
 
 
@@ -57,12 +59,18 @@ def mask_embeddings(
     """X' for the generative stream: ``round(ratio·B)`` rows replaced by zero vectors ('row'),
     or every coordinate zeroed with probability ``ratio`` ('feature'). Differentiable in x."""
     if mode == "row":
-        n_masked = round(ratio * x.shape[0])
-        keep = torch.ones(x.shape[0])
-        keep[torch.randperm(x.shape[0], generator=gen)[:n_masked]] = 0.0
+        keep = row_keep_mask(x.shape[0], ratio, gen)
         return x * keep.to(device=x.device, dtype=x.dtype).unsqueeze(1)
     keep = (torch.rand(x.shape, generator=gen) >= ratio).to(device=x.device, dtype=x.dtype)
     return x * keep
+
+
+def row_keep_mask(rows: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
+    """Which rows the 'row' mask keeps (bool, on the CPU): ``round(ratio·rows)`` rows dropped,
+    drawn exactly as :func:`mask_embeddings` draws them, so both consume ``gen`` alike."""
+    keep = torch.ones(rows, dtype=torch.bool)
+    keep[torch.randperm(rows, generator=gen)[: round(ratio * rows)]] = False
+    return keep
 
 
 def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -97,3 +105,22 @@ def dual_stream(
     z, z_masked = z_all.chunk(2)
     x_hat, x_hat_masked = x_hat_all.chunk(2)
     return DualStream(z, z_masked, x_hat, x_hat_masked)
+
+
+def row_masked_dual_stream(
+    ae: CollaborativeAutoencoder, x: torch.Tensor, keep: torch.Tensor
+) -> DualStream:
+    """:func:`dual_stream` for a 'row' mask, in one pass over B + 1 rows instead of 2B.
+
+    A kept row of X' equals its row of X and a dropped one is the zero vector, so the masked
+    stream's latents and reconstructions are the unmasked stream's rows where ``keep`` holds
+    and those of one zero row elsewhere. Values and gradients equal the two-stream pass (up to
+    float summation order): a kept row's gradient reaches x through the shared row, a dropped
+    row's reaches the weights through the zero row, and none reaches its x, as with x·0."""
+    zero = x.new_zeros(1, x.shape[1])
+    z_all = ae.encoder(torch.cat([x, zero]))
+    x_hat_all = ae.decoder(z_all)
+    z, z_zero = z_all[:-1], z_all[-1:]
+    x_hat, x_hat_zero = x_hat_all[:-1], x_hat_all[-1:]
+    kept = keep.to(device=x.device).unsqueeze(1)
+    return DualStream(z, torch.where(kept, z, z_zero), x_hat, torch.where(kept, x_hat, x_hat_zero))

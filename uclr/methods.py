@@ -246,6 +246,8 @@ class UCLR(UCLRLadder):
     display_name = "UCLR"
     # 2: stage C's contrastive term in anchor-row blocks and row-wise Adam for the items
     # (float summation order only; stages A/B and the other rungs are unchanged).
-    version = "2"
+    # 3: stage C's masked stream shares the unmasked pass over B + 1 rows (row_masked_dual_stream;
+    # same draws, float summation order only).
+    version = "3"
     stage_b_mode = "ucl"
     fine_tune = True

@@ -27,6 +27,8 @@ from uclr.autoencoder import (
     dual_stream,
     mask_embeddings,
     reconstruction_loss,
+    row_keep_mask,
+    row_masked_dual_stream,
 )
 from uclr.lora import LoRAUserTable
 from uclr.params import UCLRParams
@@ -102,8 +104,9 @@ class CombinedLoss:
     ):
         """``chunk``: for ``ucl``, compute the contrastive term in blocks of that many anchor
         rows without forming the [B, B] similarity matrix
-        (:meth:`UserTemperatures.chunked_loss`; stage C). None: the full-matrix path that
-        stage B's published results were computed with."""
+        (:meth:`UserTemperatures.chunked_loss`; stage C), and with a 'row' mask share the
+        masked stream's pass with the unmasked one (:func:`row_masked_dual_stream`). None: the
+        full-matrix, two-stream path that stage B's published results were computed with."""
         if mode == "ucl" and temperatures is None:
             raise ValueError("mode 'ucl' needs per-user temperatures")
         self.mode, self.p, self.temperatures, self.gen = mode, p, temperatures, gen
@@ -120,8 +123,13 @@ class CombinedLoss:
         if self.mode == "rec":
             rec = (ae(x) - target).square().sum(1).mean()
             return rec, {"loss_rec": rec.detach()}
-        masked = mask_embeddings(x, p.ae_mask_ratio, p.ae_mask_mode, self.gen)
-        streams = dual_stream(ae, x, masked)
+        if self.chunk is not None and p.ae_mask_mode == "row":
+            # Stage C: the masked stream shares the unmasked pass (B + 1 rows, not 2B).
+            keep = row_keep_mask(x.shape[0], p.ae_mask_ratio, self.gen)
+            streams = row_masked_dual_stream(ae, x, keep)
+        else:
+            masked = mask_embeddings(x, p.ae_mask_ratio, p.ae_mask_mode, self.gen)
+            streams = dual_stream(ae, x, masked)
         rec = reconstruction_loss(streams.x_hat, streams.x_hat_masked, target)
         parts: dict[str, torch.Tensor] = {}
         if self.mode == "ucl" and self.chunk is not None:
