@@ -9,6 +9,9 @@ each step with an independent batch of users for L_combined). Paper settings unl
     python benchmarks/uclr_speed.py --dataset douban       # ../shared/data/douban, books + music
     python benchmarks/uclr_speed.py --dataset quickstart --ladder --epochs 30
         # also: train pge … uclr with up to --epochs epochs per stage, print validation NDCG@10
+    python benchmarks/uclr_speed.py --stage-c-reference --epochs 6
+        # stage C epochs paired with version 2's (two autoencoder streams), alternating in
+        # one process: per-domain medians and the median of the paired ratios
 
 The last line is one JSON object.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,8 +41,10 @@ from uclr.methods import PGE, PGEAE, PGECLAE, PGEUCLAE, UCLR  # noqa: E402
 from uclr.params import UCLRParams  # noqa: E402
 from uclr.pretrain import domain_validator, pretrain  # noqa: E402
 from uclr.stages import (  # noqa: E402
+    CONTRASTIVE_CHUNK,
     AutoencoderResult,
     AutoencoderStage,
+    CombinedLoss,
     LoRAStage,
     activity_groups,
 )
@@ -85,8 +91,9 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def stage_times(data, ctx, params: UCLRParams, epochs: int) -> dict:
-    """Seconds per training epoch of each stage (validation timed separately)."""
+def stage_times(data, ctx, params: UCLRParams, epochs: int, reference: bool = False) -> dict:
+    """Seconds per training epoch of each stage (validation timed separately); with
+    ``reference``, stage C paired against version 2's (:func:`paired_stage_c`)."""
     out: dict = {}
     # Stage A: ``epochs`` epochs; run_epochs validates after the last one.
     p_a = params.model_copy(update={"pge_max_epochs": epochs, "pge_eval_every": epochs})
@@ -110,12 +117,44 @@ def stage_times(data, ctx, params: UCLRParams, epochs: int) -> dict:
     )
     for index, domain in enumerate(data.domains):
         stage_c = LoRAStage(domain, index, pge, b_result, params, ctx, data, groups)
-        per = [timed(stage_c.train_epoch)[1] for _ in range(max(1, epochs // 2))]
-        out[f"stage_c_epoch_s[{domain}]"] = round(sum(per) / len(per), 3)
+        if reference:
+            out |= paired_stage_c(
+                stage_c,
+                LoRAStage(domain, index, pge, b_result, params, ctx, data, groups),
+                epochs,
+                domain,
+            )
+        else:
+            per = [timed(stage_c.train_epoch)[1] for _ in range(max(1, epochs // 2))]
+            out[f"stage_c_epoch_s[{domain}]"] = round(sum(per) / len(per), 3)
         _, valid_s = timed(stage_c.validate)
         out[f"stage_c_validate_s[{domain}]"] = round(valid_s, 3)
         out[f"stage_c_pairs[{domain}]"] = len(data.users[domain])
     return out
+
+
+def paired_stage_c(stage_c: LoRAStage, reference: LoRAStage, epochs: int, domain: str) -> dict:
+    """Stage C epochs of this revision and of version 2 (the masked stream as a second pass
+    over B rows) alternating, so both see the same machine load; both start from the same
+    state and draws."""
+    reference.objective = CombinedLoss(
+        "ucl",
+        reference.p,
+        reference.temperatures,
+        reference.gen,
+        CONTRASTIVE_CHUNK,
+        share_masked_pass=False,
+    )
+    new, old = [], []
+    for _ in range(epochs):
+        old.append(timed(reference.train_epoch)[1])
+        new.append(timed(stage_c.train_epoch)[1])
+    ratios = sorted(o / n for o, n in zip(old, new, strict=True))
+    return {
+        f"stage_c_epoch_s[{domain}]": round(statistics.median(new), 3),
+        f"stage_c_v2_epoch_s[{domain}]": round(statistics.median(old), 3),
+        f"stage_c_v2_over_v3[{domain}]": round(statistics.median(ratios), 3),
+    }
 
 
 def ladder(data, ctx, params: UCLRParams) -> dict:
@@ -144,6 +183,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ladder", action="store_true", help="also train the five variants")
     parser.add_argument(
+        "--stage-c-reference",
+        action="store_true",
+        help="time stage C against version 2's two-stream pass, epochs alternating",
+    )
+    parser.add_argument(
         "--params", default="{}", help="JSON overrides of UCLRParams (paper settings otherwise)"
     )
     args = parser.parse_args()
@@ -157,7 +201,7 @@ def main() -> None:
     print(f"{args.dataset}: {data.n_users} users, pairs {pairs}, loaded in {load_s:.1f}s")
     result: dict = {"dataset": args.dataset, "users": data.n_users, "pairs": pairs}
     result["threads"] = torch.get_num_threads()
-    result |= stage_times(data, ctx, params, args.epochs)
+    result |= stage_times(data, ctx, params, args.epochs, args.stage_c_reference)
     print(json.dumps(result), flush=True)
     if args.ladder:
         result["ladder"] = ladder(data, ctx, params)

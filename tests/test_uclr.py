@@ -161,18 +161,19 @@ def test_row_masked_dual_stream_is_the_two_stream_pass_with_its_gradients():
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_stage_c_objective_equals_the_stage_b_path_on_the_same_draws(symmetric):
-    """Stage C's objective (blocked contrastive term, shared masked pass) gives stage B's
-    losses, gradients and temperature updates, and consumes the generator alike."""
+    """Stage C's objective (blocked contrastive term, shared masked pass; and version 2's
+    two-stream pass) gives stage B's losses, gradients and temperature updates, and consumes
+    the generator alike."""
     p = _params(embedding_size=12, ae_symmetric=symmetric)
     cfg = TemperatureConfig(rho=1.0, gamma=0.9, eta=0.05)
     runs = []
-    for chunk in (None, 7):
+    for chunk, shared in ((None, True), (7, True), (7, False)):
         ae = _double_autoencoder(12, 6)
         temps = UserTemperatures(60, cfg, torch.device("cpu"), directions=2 if symmetric else 1)
         temps.tau = temps.tau.double()
         temps.log_u, temps.momentum = temps.log_u.double(), temps.momentum.double()
         gen = torch.Generator().manual_seed(11)
-        objective = CombinedLoss("ucl", p, temps, gen, chunk)
+        objective = CombinedLoss("ucl", p, temps, gen, chunk, share_masked_pass=shared)
         data = torch.Generator().manual_seed(12)
         steps = []
         for _step in range(3):
@@ -183,8 +184,13 @@ def test_stage_c_objective_equals_the_stage_b_path_on_the_same_draws(symmetric):
             state = {name: value.clone() for name, value in temps.state().items()}
             steps.append((loss.detach(), parts, grads, state))
         runs.append((steps, gen.get_state()))
-    (reference, ref_gen), (stage_c, c_gen) = runs
-    assert torch.equal(ref_gen, c_gen)
+    (reference, ref_gen), *stage_c_runs = runs
+    for stage_c, c_gen in stage_c_runs:
+        assert torch.equal(ref_gen, c_gen)
+        _assert_same_steps(reference, stage_c)
+
+
+def _assert_same_steps(reference: list, stage_c: list) -> None:
     for (loss_b, parts_b, grads_b, state_b), (loss_c, parts_c, grads_c, state_c) in zip(
         reference, stage_c, strict=True
     ):

@@ -101,16 +101,19 @@ class CombinedLoss:
         temperatures: UserTemperatures | None,
         gen: torch.Generator,
         chunk: int | None = None,
+        share_masked_pass: bool = True,
     ):
         """``chunk``: for ``ucl``, compute the contrastive term in blocks of that many anchor
         rows without forming the [B, B] similarity matrix
         (:meth:`UserTemperatures.chunked_loss`; stage C), and with a 'row' mask share the
         masked stream's pass with the unmasked one (:func:`row_masked_dual_stream`). None: the
-        full-matrix, two-stream path that stage B's published results were computed with."""
+        full-matrix, two-stream path that stage B's published results were computed with.
+        ``share_masked_pass=False`` keeps two streams with ``chunk`` (version 2's stage C, the
+        reference of ``benchmarks/uclr_speed.py --stage-c-reference``)."""
         if mode == "ucl" and temperatures is None:
             raise ValueError("mode 'ucl' needs per-user temperatures")
         self.mode, self.p, self.temperatures, self.gen = mode, p, temperatures, gen
-        self.chunk = chunk
+        self.chunk, self.share_masked_pass = chunk, share_masked_pass
 
     def __call__(
         self,
@@ -123,7 +126,7 @@ class CombinedLoss:
         if self.mode == "rec":
             rec = (ae(x) - target).square().sum(1).mean()
             return rec, {"loss_rec": rec.detach()}
-        if self.chunk is not None and p.ae_mask_mode == "row":
+        if self.chunk is not None and self.share_masked_pass and p.ae_mask_mode == "row":
             # Stage C: the masked stream shares the unmasked pass (B + 1 rows, not 2B).
             keep = row_keep_mask(x.shape[0], p.ae_mask_ratio, self.gen)
             streams = row_masked_dual_stream(ae, x, keep)
