@@ -149,7 +149,7 @@ def paired_stage_c(stage_c: LoRAStage, reference: LoRAStage, epochs: int, domain
     for _ in range(epochs):
         old.append(timed(reference.train_epoch)[1])
         new.append(timed(stage_c.train_epoch)[1])
-    ratios = sorted(o / n for o, n in zip(old, new, strict=True))
+    ratios = [o / n for o, n in zip(old, new, strict=True)]
     return {
         f"stage_c_epoch_s[{domain}]": round(statistics.median(new), 3),
         f"stage_c_v2_epoch_s[{domain}]": round(statistics.median(old), 3),
