@@ -124,6 +124,9 @@ class Method(ABC):
     family: ClassVar[Literal["single-domain", "cross-domain", "ours"]] = "single-domain"
     version: ClassVar[str] = "1"
     display_name: ClassVar[str] = ""
+    #: The publication the method comes from (authors, title, venue and year); shown in the
+    #: methods reference of the docs. Empty for methods without one (MostPop).
+    paper: ClassVar[str] = ""
     #: Cells of methods sharing a non-empty ``stage_group`` (same dataset and seed) reuse each
     #: other's in-process stage results, so a parallel executor keeps them on one worker.
     stage_group: ClassVar[str] = ""

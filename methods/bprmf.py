@@ -29,13 +29,15 @@ __all__ = ["BPRMF", "BPRMFParams", "MFTables", "train_bpr_tables"]
 
 class BPRMFParams(MethodParams):
     embedding_size: int = Field(128, ge=1, description="m; the paper fixes 128 for every method")
-    batch_size: int = Field(2048, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(2048, ge=1, description="training triples per step (the paper: 2048)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size (the paper: 1e-3)")
     reg: float = Field(1e-5, ge=0, description="λ of the squared-L2 term on the batch rows")
-    max_epochs: int = Field(200, ge=1)
+    max_epochs: int = Field(200, ge=1, description="epoch cap; early stopping usually ends sooner")
     patience: int = Field(10, ge=1, description="validation evaluations without improvement")
     eval_every: int = Field(1, ge=1, description="validate every k epochs")
-    init: Literal["xavier_normal", "normal"] = "xavier_normal"
+    init: Literal["xavier_normal", "normal"] = Field(
+        "xavier_normal", description="embedding init: Xavier-normal, or N(0, init_std²)"
+    )
     init_std: float = Field(0.01, gt=0, description="std for init='normal'")
 
 
@@ -158,12 +160,16 @@ def train_bpr_tables(
 
 @register
 class BPRMF(Method):
-    """Per-domain BPR matrix factorisation, selected on each domain's validation NDCG@10."""
+    """Matrix factorisation trained with the BPR pairwise ranking loss, one independent model
+    per domain: the single-domain baseline that every cross-domain method should beat. A
+    score is the dot product of user and item embeddings; each domain's model stops early on
+    its own validation NDCG@10."""
 
     kind = "bprmf"
     Params = BPRMFParams
     family = "single-domain"
     display_name = "BPRMF"
+    paper = 'Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback", UAI 2009'
     version = "1"
 
     @classmethod

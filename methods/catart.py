@@ -59,7 +59,9 @@ class CATARTParams(MethodParams):
         "full", description="code --encoder_loss: full loss, or rec1 only"
     )
     temperature: float = Field(0.1, gt=0, description="cosine / temperature in the InfoNCE")
-    contrastive_weight: float = Field(0.2, ge=0)
+    contrastive_weight: float = Field(
+        0.2, ge=0, description="weight of the InfoNCE term in the CAT loss (code: 0.2)"
+    )
     reconstruction_weight: float = Field(0.4, ge=0, description="rec1: Dec(Enc(orig)) vs orig")
     masked_reconstruction_weight: float = Field(
         0.4, ge=0, description="rec2: Dec(Enc(masked)) vs orig"
@@ -246,7 +248,12 @@ class _ART:
 
 @register
 class CATART(Method):
-    """CAT-ART, multi-target: one shared CAT, one ART per target domain.
+    """Learns one user embedding shared by all domains and transfers it to each of them: per-
+    domain MF first, then a contrastive autoencoder (CAT) over the user's stacked per-domain
+    embeddings, then per target domain an attention module (ART) that mixes the other
+    domains' embeddings into the target's. Each stage stops early on validation.
+
+    CAT-ART, multi-target: one shared CAT, one ART per target domain.
 
     Reference: ``Chain123/CAT-ART`` @ 5170d67a — ``models.py`` (``PureMF``,
     ``MultiRecommendBase4`` = CAT-ART with ``--knowledge both``; attention from
@@ -279,6 +286,10 @@ class CATART(Method):
     Params = CATARTParams
     family = "cross-domain"
     display_name = "CAT-ART"
+    paper = (
+        'Li et al., "One for All, All for One: Learning and Transferring User Embeddings '
+        'for Cross-Domain Recommendation", WSDM 2023'
+    )
     version = "1"
 
     @classmethod

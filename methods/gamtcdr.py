@@ -281,7 +281,12 @@ def _unit(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 @register
 class GAMTCDR(Method):
-    """GA-MTCDR(-P): the GA-DTCDR architecture generalised to D domains (methods.md §7).
+    """Graph-and-attention multi-target cross-domain model: node2vec embeddings of each
+    domain's user-item graph, combined per user across domains by element-wise attention, then
+    MLP towers whose outputs score a pair by cosine; trained with binary cross-entropy on
+    sampled negatives, domain by domain. The one-time node2vec takes minutes per domain.
+
+    GA-MTCDR(-P): the GA-DTCDR architecture generalised to D domains (methods.md §7).
 
     Reference: ``fengzhu1/GA-DTCDR`` ``GA-DTCDR.py`` (TF1, two domains) and
     ``Node2Vec_Embedding_Generation.py``. Kept from the code: fixed node2vec inputs projected
@@ -333,6 +338,10 @@ class GAMTCDR(Method):
     Params = GAMTCDRParams
     family = "cross-domain"
     display_name = "GA-MTCDR"
+    paper = (
+        'Zhu et al., "A Unified Framework for Cross-Domain and Cross-System '
+        'Recommendations", IEEE TKDE 2023'
+    )
     # 2: node2vec differentiated by hand, one Adam table (same loss, other rounding).
     version = "2"
 

@@ -197,7 +197,12 @@ class _Attention(torch.nn.Module):
 
 @register
 class HeroGraph(Method):
-    """HeroGraph, reconstructed per methods.md §6 (no public code: the official repository
+    """Multi-target cross-domain model: per-domain user and item embeddings plus one graph
+    embedding per user and item shared by all domains, aggregated from neighbours by attention
+    over the cross-domain user-item graph; trained with BPR on every domain at once. There is
+    no public code, so this is a reconstruction with each unclear choice a parameter.
+
+    HeroGraph, reconstructed per methods.md §6 (no public code: the official repository
     ``cuiqiang1990/HeroGRAPH`` holds only a README saying the code awaits company approval).
 
     Known [REF: README]: per-domain user/item tables plus one shared graph user/item table;
@@ -239,6 +244,10 @@ class HeroGraph(Method):
     Params = HeroGraphParams
     family = "cross-domain"
     display_name = "HeroGraph"
+    paper = (
+        'Cui et al., "HeroGRAPH: A Heterogeneous Graph Framework for Multi-Target '
+        'Cross-Domain Recommendation", ORSUM@RecSys 2020'
+    )
     # 2: neighbour attention by sparse products over all domains' centres at once (same
     # function and random draws, other rounding).
     version = "2"

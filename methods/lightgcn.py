@@ -367,7 +367,9 @@ def train_lightgcn_embeddings(
 
 @register
 class LightGCN(Method):
-    """Per-domain LightGCN (He et al., SIGIR'20), selected on each domain's validation NDCG@10.
+    """Graph convolution over one domain's user-item graph without weights or nonlinearities,
+    one model per domain, trained with BPR; a score is the dot product of the propagated user
+    and item embeddings. Each domain's model stops early on its validation NDCG@10.
 
     Graph over all users and the domain's items from its training pairs, Â = D^-1/2 A D^-1/2
     (isolated nodes: zero rows), K = 3 layers without weights, nonlinearity or self-loop, mean of
@@ -392,6 +394,10 @@ class LightGCN(Method):
     Params = LightGCNParams
     family = "single-domain"
     display_name = "LightGCN"
+    paper = (
+        'He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for '
+        'Recommendation", SIGIR 2020'
+    )
     version = "1"
 
     @classmethod

@@ -52,7 +52,7 @@ class NeuMFParams(MethodParams):
     batch_size: int = Field(
         2048, ge=1, description="instances (positives and negatives) per step, as in NCF/RecBole"
     )
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size (the paper: 1e-3)")
     reg: float = Field(
         0.0, ge=0, description="λ·(‖p_u‖²+‖q_j‖²)/(2B) on the batch's embedding rows (NCF: 0)"
     )
@@ -433,7 +433,10 @@ def fuse_pretrained(
 
 @register
 class NeuMF(Method):
-    """Per-domain NeuMF, selected on each domain's validation NDCG@10; scores are logits.
+    """Neural collaborative filtering, one model per domain: a generalised-MF branch and an MLP
+    tower over user and item embeddings, fused by a linear layer and trained with binary
+    cross-entropy on sampled negatives. Scores are logits; each domain's model stops early on
+    its validation NDCG@10.
 
     GMF branch p_u ⊙ q_j and an MLP tower over [p_u; q_j] (ReLU, halving widths), fused by a
     linear prediction layer; pointwise binary cross-entropy with ``num_negatives`` uniform
@@ -461,6 +464,7 @@ class NeuMF(Method):
     Params = NeuMFParams
     family = "single-domain"
     display_name = "NeuMF"
+    paper = 'He et al., "Neural Collaborative Filtering", WWW 2017'
     version = "1"
 
     @classmethod

@@ -20,6 +20,10 @@ class PopularityParams(MethodParams):
 
 @register
 class Popularity(Method):
+    """MostPop: scores an item by its number of training interactions in its domain, the same
+    for every user. No training and no parameters; a sanity floor every learned method must
+    beat, and under sampled candidates a strong one."""
+
     kind = "popularity"
     Params = PopularityParams
     family = "single-domain"

@@ -39,13 +39,13 @@ class RecsysDANParams(MethodParams):
         description="[RECON] phase 1 early-stops on mean validation NDCG@10 over the source"
         " domains, or runs exactly source_max_epochs",
     )
-    source_max_epochs: int = Field(200, ge=1)
+    source_max_epochs: int = Field(200, ge=1, description="phase 1 (source) epoch cap")
     max_epochs: int = Field(200, ge=1, description="phase 2 epochs per target domain")
     patience: int = Field(10, ge=1, description="validations without improvement, both phases")
-    eval_every: int = Field(1, ge=1)
+    eval_every: int = Field(1, ge=1, description="validate every k epochs, both phases")
     adapt_learning_rate: float = Field(2e-4, gt=0, description="phase 2 Adam (ADDA setting)")
-    adapt_beta1: float = Field(0.5, ge=0, lt=1)
-    adapt_beta2: float = Field(0.999, ge=0, lt=1)
+    adapt_beta1: float = Field(0.5, ge=0, lt=1, description="phase 2 Adam beta1 (ADDA: 0.5)")
+    adapt_beta2: float = Field(0.999, ge=0, lt=1, description="phase 2 Adam beta2")
     adv_weight: float = Field(0.1, ge=0, description="λ_adv on the inverted-label GAN loss")
     target_supervision: bool = Field(
         True,
@@ -445,7 +445,13 @@ class _DANTarget:
 
 @register
 class RecsysDAN(Method):
-    """Adapted Recsys-DAN: one source model + ADDA adaptation per target domain.
+    """Adversarial domain adaptation for recommendation, adapted to several domains: for each
+    target domain, a model trained on the other domains (the source) is transferred by
+    discriminators that make the target's user, item and interaction representations look
+    like the source's. Users without history in the target are scored from their source
+    history. No public code: a reconstruction, each unclear choice a parameter.
+
+    Adapted Recsys-DAN: one source model + ADDA adaptation per target domain.
 
     There is no public code (methods.md §0, §9); everything below the abstract's description is
     a reconstruction. Per target t the source is the union of the other domains (items kept
@@ -478,6 +484,10 @@ class RecsysDAN(Method):
     Params = RecsysDANParams
     family = "cross-domain"
     display_name = "Recsys-DAN (adapted)"
+    paper = (
+        'Wang, Niepert and Li, "RecSys-DAN: Discriminative Adversarial Networks for '
+        'Cross-Domain Recommender Systems", IEEE TNNLS 2020 (arXiv 1903.10794)'
+    )
     version = "2"
 
     @classmethod

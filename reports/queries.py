@@ -1,7 +1,8 @@
 """Everything the report reads, as SQL over the store's documented views.
 
 The report never imports training code: each table and figure is built from one of these
-queries, and the README's "Querying results" section shows how to run them with ``harness sql``.
+queries, and the docs' "Querying results" page (docs/querying.md) shows how to run them with
+``harness sql``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ Q_RUN = "SELECT * FROM runs WHERE experiment = ? ORDER BY started_at DESC LIMIT 
 Q_PROTOCOL = """
 SELECT p.dataset, p.dataset_fingerprint, p.candidate_set_id, p.content_hash, p.protocol,
        p.buckets, p.sparse_max, d.loader, d.n_users, d.source, s.split_rule, s.n_negatives,
-       s.n_valid_cases, s.n_test_cases
+       s.n_valid_cases, s.n_test_cases, coalesce(d.checked, true) AS data_checked
 FROM experiment_protocol p
 JOIN datasets d ON d.dataset_fingerprint = p.dataset_fingerprint
 JOIN candidate_sets s ON s.candidate_set_id = p.candidate_set_id

@@ -205,6 +205,15 @@ def _provenance(con: duckdb.DuckDBPyConnection, data: ReportData) -> dict:
         "git_dirty, device FROM runs WHERE experiment = ? ORDER BY started_at DESC",
         [data.experiment],
     )
+    verifications = fetch(
+        con,
+        "SELECT p.dataset, coalesce(p.display_name, p.method) AS method, p.seed, v.cell_id, "
+        "v.verified_at, v.rule, v.reason, v.margin, v.n_rows_differ, v.n_rows, "
+        "v.max_mean_ndcg_diff, v.tost_p, v.ok, v.device, v.stored_device "
+        "FROM verifications v JOIN plan_cells p USING (cell_id) WHERE p.experiment = ? "
+        "ORDER BY p.dataset, p.method, p.seed, v.verified_at",
+        [data.experiment],
+    )
     return {
         "run": data.run,
         "versions": data.versions,
@@ -213,6 +222,7 @@ def _provenance(con: duckdb.DuckDBPyConnection, data: ReportData) -> dict:
         "code_versions": versions,
         "datasets": data.protocol.to_dicts(),
         "runs": runs.to_dicts(),
+        "verifications": verifications.to_dicts(),
     }
 
 
@@ -403,6 +413,8 @@ def build_report(
         "datasets": [(d, page_name(d)) for d in data.datasets],
         "not_persisted": not_persisted,
         "generated": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        # datasets known here only from a published data card (harness/store/datacard.py)
+        "unchecked": data.protocol.filter(~pl.col("data_checked"))["dataset"].to_list(),
     }
     all_tables: list[Table] = []
     pages = {}
@@ -439,8 +451,12 @@ def build_report(
 
     index_sections = []
     for dataset in data.datasets:
+        # full ranking beside sampled: sampled metrics can reorder methods (Krichene and
+        # Rendle, KDD 2020), so the index shows both wherever the protocol ranked both
         boards = [
-            Block("table", leaderboard_table(ctx, dataset, "sampled", k)) for k in ctx.ks(dataset)
+            Block("table", leaderboard_table(ctx, dataset, ranking, k))
+            for ranking in ("sampled", "full")
+            for k in ctx.ks(dataset)
         ]
         boards = [b for b in boards if b.payload is not None]
         if boards:

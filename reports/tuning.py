@@ -1,9 +1,10 @@
 """The tuning page of a dataset: what each hyperparameter search tried, what it chose per seed on
 validation, and the selected settings against the method's own (paper) settings on test.
 
-Reads ``search_trial_results``, ``selections`` and ``search_trials`` only. Test metrics enter
-this page only for the paper-settings cell and the selected cell of each seed (the comparison
-table); every other trial is shown by its validation score alone.
+Reads ``search_trial_results``, ``selections``, ``search_costs`` and ``search_trials`` only.
+Test metrics enter this page only for the paper-settings cell and the selected cell of each seed
+(the comparison table); every other trial is shown by its validation score alone, and a pruned
+trial by where its pruning rule stopped it.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ __all__ = ["has_search", "tuning_blocks", "tuning_page_name"]
 
 Q_TRIALS = """
 SELECT dataset, method, seed, trial, role, strategy, round, cell_id, search_values, status,
-       validation, train_s, infer_s, selected
+       validation, train_s, infer_s, selected, pruned_at, cpu_s
 FROM search_trial_results WHERE experiment = ? ORDER BY dataset, method, seed, trial
 """
 Q_SELECTIONS = """
 SELECT dataset, method, seed, strategy, chosen_params, validation, trials_used, budget,
-       trials_failed, complete, trial, cell_id
+       trials_failed, complete, trial, cell_id, trials_pruned, select_on, select_score
 FROM selections WHERE experiment = ? ORDER BY dataset, method, seed
 """
 # Per-user test values of the paper-settings cell and the selected cell of every seed that has
 # a selection; averaged over those seeds (the unit of the paired tests, as in user_means).
+Q_COSTS = """
+SELECT * FROM search_costs WHERE experiment = ? ORDER BY dataset, method
+"""
 Q_PAIRED = """
 WITH chosen AS (
     SELECT dataset, method, seed, cell_id FROM search_selections
@@ -123,9 +127,16 @@ def tuning_blocks(con: duckdb.DuckDBPyConnection, experiment: str, dataset: str)
     """(title, [tables and figures]) sections of the dataset's tuning page."""
     trials = fetch(con, Q_TRIALS, [experiment]).filter(pl.col("dataset") == dataset)
     selections = fetch(con, Q_SELECTIONS, [experiment]).filter(pl.col("dataset") == dataset)
+    costs = fetch(con, Q_COSTS, [experiment]).filter(pl.col("dataset") == dataset)
     metric = _metric_name(con, experiment, dataset)
     sections = [
-        ("Searches", [_summary_table(trials, selections, dataset, experiment, metric)]),
+        (
+            "Searches",
+            [
+                _summary_table(trials, selections, dataset, experiment, metric),
+                _cost_table(costs, dataset, experiment),
+            ],
+        ),
         ("Chosen settings per seed", [_selection_table(trials, selections, dataset, experiment)]),
         ("Validation against each searched parameter", _figures(trials, dataset, metric)),
     ]
@@ -205,28 +216,44 @@ def _order_table(board: pl.DataFrame, seed_means: pl.DataFrame, dataset: str, k:
     )
 
 
+def _selection_rule(sel: pl.DataFrame) -> str:
+    """'per seed', or the seeds one selection for every seed was made on."""
+    on = sel["select_on"][0] if "select_on" in sel.columns else None
+    if not on:
+        return "per seed"
+    seeds = json.loads(on)
+    return f"once, on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def _summary_table(trials, selections, dataset, experiment, metric) -> Table:
     rows = []
     for method in sorted(selections["method"].unique().to_list()):
         sel = selections.filter(pl.col("method") == method)
         tr = trials.filter((pl.col("method") == method) & (pl.col("role") == "trial"))
-        spent = tr.filter(pl.col("status") == "done").select(
-            (pl.col("train_s") + pl.col("infer_s").fill_null(0)).sum()
-        )[0, 0]
         params = sorted({k for v in tr["search_values"].to_list() for k in _values(v)})
-        valid = [v for v in sel["validation"].to_list() if v is not None]
+        once = bool(sel["select_on"][0])
+        # one selection shared by every seed: its numbers once, not once per seed
+        sel_rows = sel.head(1) if once else sel
+        scores = sel_rows["select_score"] if once else sel["validation"]
+        valid = [v for v in scores.to_list() if v is not None]
+        pruned = sel_rows["trials_pruned"].fill_null(0)
         rows.append(
             Row(
                 [
                     Cell(method, numeric=False, cls="name"),
                     Cell(sel["strategy"][0], numeric=False),
                     Cell(", ".join(params), numeric=False),
+                    Cell(_selection_rule(sel), numeric=False),
                     Cell(str(sel["budget"][0]), float(sel["budget"][0])),
                     Cell(
-                        " / ".join(str(x) for x in sel["trials_used"].to_list()),
-                        float(sel["trials_used"].sum()),
+                        " / ".join(str(x) for x in sel_rows["trials_used"].to_list()),
+                        float(sel_rows["trials_used"].sum()),
                     ),
-                    Cell(str(int(sel["trials_failed"].sum())), float(sel["trials_failed"].sum())),
+                    Cell(str(int(pruned.sum())), float(pruned.sum())),
+                    Cell(
+                        str(int(sel_rows["trials_failed"].sum())),
+                        float(sel_rows["trials_failed"].sum()),
+                    ),
                     Cell(
                         fmt_pm(
                             float(np.mean(valid)) if valid else None,
@@ -234,7 +261,6 @@ def _summary_table(trials, selections, dataset, experiment, metric) -> Table:
                         ),
                         float(np.mean(valid)) if valid else None,
                     ),
-                    Cell(f"{spent or 0:.1f}", float(spent or 0)),
                 ]
             )
         )
@@ -243,11 +269,12 @@ def _summary_table(trials, selections, dataset, experiment, metric) -> Table:
             Head("Method", sort=0),
             Head("Strategy", sort=1),
             Head("Searched", sort=2),
-            Head("Budget", sort=3, title="trials per seed"),
-            Head("Trials used", sort=4, title="finished trials per seed"),
-            Head("Failed", sort=5),
-            Head(f"Selected {metric} ×100", sort=6),
-            Head("Search seconds", sort=7, title="training + inference of every trial"),
+            Head("Selection", sort=3, title="a selection per seed, or one for every seed"),
+            Head("Budget", sort=4, title="trials (configurations) per selection"),
+            Head("Trials used", sort=5, title="finished trials per selection"),
+            Head("Pruned", sort=6, title="trials stopped by the pruner (never selected)"),
+            Head("Failed", sort=7),
+            Head(f"Selected {metric} ×100", sort=8),
         ]
     ]
     return Table(
@@ -255,10 +282,62 @@ def _summary_table(trials, selections, dataset, experiment, metric) -> Table:
         f"Hyperparameter searches · {dataset}",
         header,
         rows,
-        caption="Every searched method gets the same budget of trials per seed unless it sets "
-        "its own; the selection per seed is the trial with the best validation score.",
+        caption="Every searched method gets the same budget of trials unless it sets its own; "
+        "a selection is the trial with the best validation score (mean over its seeds when "
+        "made once for every seed). Pruned and failed trials count against the budget.",
         sql=f"SELECT * FROM selections WHERE experiment = {sql_lit(experiment)} "
         f"AND dataset = {sql_lit(dataset)} ORDER BY method, seed",
+    )
+
+
+def _cost_table(costs: pl.DataFrame, dataset: str, experiment: str) -> Table:
+    """What each search cost in CPU seconds: trials (done / pruned), paper cells, final runs."""
+    rows = []
+    for r in costs.sort("method").iter_rows(named=True):
+        cells = [
+            Cell(r["method"], numeric=False, cls="name"),
+            Cell(str(r["trial_cells"]), float(r["trial_cells"])),
+            Cell(str(r["trials_done"]), float(r["trials_done"])),
+            Cell(str(r["trials_pruned"]), float(r["trials_pruned"])),
+            Cell(
+                f"{r['trials_failed']} / {r['trials_pending']}",
+                float(r["trials_failed"] + r["trials_pending"]),
+            ),
+        ]
+        for key in ("trial_cpu_s", "pruned_cpu_s", "paper_cpu_s", "final_cpu_s", "total_cpu_s"):
+            cells.append(Cell(f"{r[key]:.0f}" if r[key] >= 100 else f"{r[key]:.1f}", float(r[key])))
+        cells.append(Cell(f"{r['total_cpu_s'] / 3600:.2f}", float(r["total_cpu_s"]) / 3600))
+        rows.append(Row(cells))
+    header = [
+        [
+            Head("Method", sort=0),
+            Head("Trial cells", sort=1, title="every searched seed counted"),
+            Head("Done", sort=2),
+            Head("Pruned", sort=3),
+            Head("Failed / pending", sort=4),
+            Head("Trials CPU s", sort=5),
+            Head("of which pruned", sort=6, title="CPU seconds of the pruned trials"),
+            Head("Paper cells CPU s", sort=7),
+            Head("Final runs CPU s", sort=8, title="the selected values on the other seeds"),
+            Head("Total CPU s", sort=9),
+            Head("CPU h", sort=10),
+        ]
+    ]
+    estimated = int(costs["cpu_estimated"].sum()) if costs.height else 0
+    note = (
+        f" {estimated} cell(s) stored before CPU time was measured count as wall seconds × threads."
+        if estimated
+        else ""
+    )
+    return Table(
+        f"search-cost-{dataset}",
+        f"What each search cost · {dataset}",
+        header,
+        rows,
+        caption="Process CPU seconds of training and evaluation per cell, each cell counted once "
+        "(a pruned trial costs what it ran before it stopped)." + note,
+        sql=f"SELECT * FROM search_costs WHERE experiment = {sql_lit(experiment)} "
+        f"AND dataset = {sql_lit(dataset)} ORDER BY method",
     )
 
 
@@ -352,7 +431,8 @@ def _figures(trials: pl.DataFrame, dataset: str, metric: str) -> list[Figure]:
                     f"{method}: {name}",
                     chart.render(),
                     caption=f"{metric} of every finished trial (one point per trial and seed; "
-                    "★ the selected trial of its seed). Other searched parameters vary too.",
+                    "★ the selected trial). Other searched parameters vary too; pruned trials "
+                    "have no final score and are not shown.",
                 )
             )
     return out

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny deterministic dataset and the location of ../shared/data."""
+"""Shared fixtures: a tiny deterministic dataset and real data through the dataset registry."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ torch.set_num_threads(1)
 os.environ.setdefault("HARNESS_CACHE_DIR", "off")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def make_dataset(
@@ -62,14 +61,88 @@ def tiny_dataset() -> Dataset:
     return make_dataset()
 
 
+# --- Real data through the dataset registry ---------------------------------------------------
+# Tests that need real data get it from the data home ($HARNESS_DATA), else fetch it from
+# $HARNESS_DATA_MIRROR, else from the pinned upstream URLs. Where none is reachable they are
+# skipped with the fetch command as the reason; HARNESS_REQUIRE_REAL_DATA=1 (set by .ci/run when
+# ../shared/data is there) turns that skip into a failure.
+REQUIRE_ENV = "HARNESS_REQUIRE_REAL_DATA"
+
+
+@functools.cache
+def _fetch_outcome(name: str, paths: tuple[str, ...]) -> str | None:
+    """None when the registered files are in place (fetched if needed), else why not."""
+    from rich.console import Console
+
+    from harness.data.fetch import FetchError, fetch_entry, mirror_from_env
+    from harness.data.registry import get_entry
+
+    entry = get_entry(name)
+    files = [entry.file(p) for p in paths]
+    try:
+        fetch_entry(entry, mirror=mirror_from_env(), console=Console(quiet=True), files=files,
+                    retries=1, backoff_s=0.2, timeout_s=20.0)  # fmt: skip
+    except FetchError as exc:
+        return str(exc)
+    return None
+
+
+def require_real_files(paths) -> None:
+    """Skip (or fail, under HARNESS_REQUIRE_REAL_DATA=1) unless the registered data files
+    ``paths`` are in the data home, fetching them first."""
+    from harness.data.home import registered_files
+
+    missing = [Path(p) for p in paths if not Path(p).is_file()]
+    if not missing:
+        return
+    found = registered_files(missing)
+    if not found:
+        pytest.fail(f"{missing[0]} is no registered data file")
+    for name, files in found.items():
+        why = _fetch_outcome(name, tuple(sorted(f.path for f in files)))
+        if why is not None:
+            reason = (
+                f"real data {name!r} is not in the data home and could not be fetched; run "
+                f"`harness data fetch {name}` (or set $HARNESS_DATA_MIRROR): {why}"
+            )
+            if os.environ.get(REQUIRE_ENV) == "1":
+                pytest.fail(reason)
+            pytest.skip(reason)
+
+
+def real_data_home(name: str, parts: tuple[str, ...] = ()) -> Path:
+    """The data home, holding registered dataset ``name`` (only ``parts`` of it, if given)."""
+    from harness.data.home import data_home, entry_dir
+    from harness.data.registry import get_entry
+
+    entry = get_entry(name)
+    folder = entry_dir(entry)
+    require_real_files([folder / f.path for f in entry.select(list(parts))])
+    return data_home()
+
+
+def require_spec_data(spec: Path) -> None:
+    """Make the data files a spec reads available (or skip / fail as above)."""
+    from harness.spec.load import load_spec
+
+    loaded = load_spec(spec, check_files=False)
+    require_real_files(
+        path
+        for config in loaded.loader_configs.values()
+        for path, _hint in config.required_files(loaded.base_dir)
+    )
+
+
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(
-            f"../shared/data not found at {SHARED_DATA}; the test suite needs it beside "
-            f"the repository"
-        )
-    return SHARED_DATA
+def douban_home() -> Path:
+    """The data home with the registered Douban books + music."""
+    return real_data_home("douban")
+
+
+@pytest.fixture
+def amazon_pairs_home() -> Path:
+    """The data home with the registered Amazon pair cloth_sport."""
+    return real_data_home("amazon-pairs", ("cloth_sport",))
 
 
 # --- A small synthetic dataset with a planted preference signal, shared by method tests ------

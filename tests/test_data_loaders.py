@@ -24,7 +24,6 @@ from harness.data.stats import activity_histogram, dataset_statistics
 
 PINNED_UNIFORM = 0.2166854982522315
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
 
 def rows(ds: Dataset, domain: str) -> set[tuple[str, str]]:
@@ -63,9 +62,11 @@ def test_config_rejects_unknown_keys():
 # --- douban ----------------------------------------------------------------------------------
 
 
-def test_douban_real_data_matches_readme():
-    ds = load_dataset({"loader": "douban", "path": "douban"}, SHARED_DATA)
-    assert ds.domain_names == ["books", "music"]  # no movies file in the shared data
+def test_douban_real_data_matches_readme(douban_home):
+    ds = load_dataset(
+        {"loader": "douban", "path": "douban", "domains": ["books", "music"]}, douban_home
+    )
+    assert ds.domain_names == ["books", "music"]
     books, music = ds.domains["books"], ds.domains["music"]
     assert (len(books.all_users()), books.n_items, books.n_interactions) == (2212, 95872, 227251)
     assert (len(music.all_users()), music.n_items, music.n_interactions) == (1672, 5567, 69709)
@@ -81,7 +82,13 @@ def test_douban_real_data_matches_readme():
     ds.validate()
 
     strict = load_dataset(
-        {"loader": "douban", "path": "douban", "keep_users": "all_domains"}, SHARED_DATA
+        {
+            "loader": "douban",
+            "path": "douban",
+            "domains": ["books", "music"],
+            "keep_users": "all_domains",
+        },
+        douban_home,
     )
     assert strict.n_users == 1604
     assert {len(d.all_users()) for d in strict.domains.values()} == {1604}
@@ -138,7 +145,7 @@ def test_douban_missing_domain_file_names_path_and_release(tmp_path):
         get_loader("douban").load(config, Path("/nowhere"))
     message = str(info.value)
     assert message.startswith(f"missing data file {tmp_path / 'music.tsv'}: ")
-    assert "GA-DTCDR" in message and "researchgate" in message.lower()
+    assert "GA-DTCDR" in message and "harness data fetch douban" in message
     assert isinstance(info.value, FileNotFoundError)
     assert info.value.path == tmp_path / "music.tsv"
 
@@ -280,7 +287,7 @@ def test_amazon_rejects_explicit_and_bad_fraction():
 # --- amazon_pairs ----------------------------------------------------------------------------
 
 
-def test_amazon_pairs_real_cloth_sport_original_test_file():
+def test_amazon_pairs_real_cloth_sport_original_test_file(amazon_pairs_home):
     ds = load_dataset(
         {
             "loader": "amazon_pairs",
@@ -288,7 +295,7 @@ def test_amazon_pairs_real_cloth_sport_original_test_file():
             "pair": "cloth_sport",
             "test_file": "test_original",
         },
-        SHARED_DATA,
+        amazon_pairs_home,
     )
     assert ds.domain_names == ["cloth", "sport"]
     assert ds.n_users == 9928
@@ -310,9 +317,10 @@ def test_amazon_pairs_real_cloth_sport_original_test_file():
     assert ds.source["cold_test_cases"] == {"cloth": 2388, "sport": 1602}  # = 9928 - len(test.txt)
 
 
-def test_amazon_pairs_real_cloth_sport_default_is_disencdr_test_file():
+def test_amazon_pairs_real_cloth_sport_default_is_disencdr_test_file(amazon_pairs_home):
     ds = load_dataset(
-        {"loader": "amazon_pairs", "path": "amazon-pairs", "pair": "cloth_sport"}, SHARED_DATA
+        {"loader": "amazon_pairs", "path": "amazon-pairs", "pair": "cloth_sport"},
+        amazon_pairs_home,
     )
     assert ds.source["fixed_test"] == "test.txt"
     assert ds.source["cold_test_cases"] == {"cloth": 0, "sport": 0}

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.spec.load import load_spec
 from harness.store.bundle import META_KEY
+from tests.conftest import require_spec_data
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p for p in (REPO / "leaderboard").glob("*") if any(p.glob("*.parquet")))
@@ -40,6 +41,7 @@ def test_leaderboard_folders_exist():
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
 def test_committed_bundles_import_and_render(folder, tmp_path):
     spec = spec_of(folder)
+    require_spec_data(spec)  # checked against the data (tests/test_lone_clone.py: without)
     out = tmp_path / "out"
     result = cli("import", folder, "--spec", spec, "--out", out)
     assert result.exit_code == 0, result.output
@@ -58,7 +60,10 @@ def test_committed_bundles_import_and_render(folder, tmp_path):
     assert all(label in text for label in kinds)
 
 
-def test_a_published_douban_cell_retrains_identically(tmp_path):
+def test_a_published_douban_cell_retrains_to_an_exact_or_equivalent_result(tmp_path):
+    """BPRMF seed 0 retrained from its bundle: exact where this machine selects the kernels it
+    was trained with, else equivalent within the stated margin (harness/runner/verify.py)."""
+    require_spec_data(REPO / "specs" / "douban.toml")
     folder = REPO / "leaderboard" / "douban"
     bundles = {
         json.loads(pq.read_schema(f).metadata[META_KEY])["exported_as"]["method"]
@@ -71,4 +76,6 @@ def test_a_published_douban_cell_retrains_identically(tmp_path):
     assert cli("import", target, "--spec", spec, "--out", out).exit_code == 0
     result = cli("verify", spec, "--out", out, "--cell", target.stem, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert f"OK {target.stem} (exact;" in result.output and " 0 of " in result.output
+    exact = f"OK {target.stem} (exact:" in result.output and " 0 of " in result.output
+    equivalent = f"EQUIVALENT {target.stem} (equivalence:" in result.output
+    assert exact or equivalent, result.output

@@ -95,10 +95,12 @@ def test_analytic_gradient_matches_autograd_on_the_dense_model(layers):
 
 
 @pytest.mark.parametrize("layers", [0, 1, 2, 3, 4])
-def test_reused_buffers_give_bit_identical_gradients(layers):
+def test_reused_buffers_give_the_gradients_of_fresh_tensors(layers):
     """The training step writes its layers and gradient into workspace buffers (addmm with
-    beta=0 into stale, even NaN, memory); the result must equal fresh tensors bit for bit,
-    step after step."""
+    beta=0 into stale, even NaN, memory); nothing of the stale memory may leak, and the result
+    must equal fresh tensors step after step. Equal to float32 rounding, not bit for bit: the
+    ``out=`` product may take another kernel than the fresh one (seen on AVX2 CPUs, where they
+    differ by up to 7.5e-9; on AVX-512 machines they happen to agree bit for bit)."""
     adjacency = build_adjacency(USERS, ITEMS, N_USERS, N_ITEMS)
     nonzero = row_of_nonzero(adjacency)
     gen = seeded_generator(5)
@@ -113,7 +115,8 @@ def test_reused_buffers_give_bit_identical_gradients(layers):
         fresh = lightgcn_gradient(adjacency, ego, users, pos, neg, layers, 0.3, nonzero)
         reused = lightgcn_gradient(adjacency, ego, users, pos, neg, layers, 0.3, nonzero, workspace)
         for a, b in zip(fresh, reused, strict=True):
-            assert torch.equal(a, b)
+            assert torch.isfinite(b).all()  # no stale NaN got through beta=0
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
         ego = ego - 0.1 * fresh[0]
 
 

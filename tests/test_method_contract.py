@@ -1,124 +1,121 @@
-"""The contract every registered method must honour, checked for each one through a real cell:
-training data without held-out pairs, finite raw scores for users cold in a domain, seeded
-determinism, and per-user rows for every test case."""
+"""The contract every built-in method must honour, checked through a real cell by the same
+helper plugin packages call (harness.testing.check_method_contract): training data without
+held-out pairs, left unmodified; one per-user row per test case; seeded determinism; finite
+raw scores for users absent from a domain; score_all consistent with score."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from harness.data.dataset import Dataset, DomainData
-from harness.protocol.candidates import build_candidates
-from harness.protocol.split import leave_one_out
 from harness.runner.cells import CellTask
 from harness.runner.prepare import PreparedData
-from harness.runner.work import LeakageError, run_cell, training_data
-from methods.registry import available, get_method
-from tests.conftest import make_dataset
+from harness.runner.work import LeakageError, training_data
+from harness.testing import (
+    ABSENT_DOMAIN,
+    ABSENT_USERS,
+    ContractViolation,
+    check_method_contract,
+    contract_data,
+    contract_task,
+)
+from methods.base import FitSummary
+from methods.popularity import Popularity
+from methods.registry import available, get_method, method_origin
+
+BUILT_IN_KINDS = [kind for kind in available() if method_origin(kind).source == "built-in"]
 
 
-def _with_absent_users(ds: Dataset, domain: str, users: range) -> Dataset:
-    """Drop every interaction of ``users`` in ``domain``: they exist only in other domains."""
-    d = ds.domains[domain]
-    keep = ~np.isin(d.users, list(users))
-    ts = None if d.timestamps is None else d.timestamps[keep]
-    domains = dict(ds.domains)
-    domains[domain] = DomainData(d.name, d.item_ids, d.users[keep], d.items[keep], ts)
-    return Dataset(ds.name, ds.user_ids, domains, {**ds.source, "absent": list(users)})
+def test_every_built_in_is_checked():
+    assert {"bprmf", "popularity", "uclr"} <= set(BUILT_IN_KINDS)
 
 
-def _prepared() -> PreparedData:
-    ds = _with_absent_users(make_dataset(n_users=80, items=(300, 150), seed=5), "d1", range(10))
-    split = leave_one_out(ds, 0)
-    cands = build_candidates(ds, split, 99, 0)
-    counts = {
-        d: np.bincount(split.domains[d].train_users, minlength=ds.n_users) for d in ds.domains
-    }
-    return PreparedData(
-        "tiny", ds, ds.fingerprint(), split, cands, "set", cands.content_hash(), counts
-    )
+@pytest.mark.parametrize("kind", BUILT_IN_KINDS)
+def test_method_honours_the_contract(kind):
+    result = check_method_contract(get_method(kind))
+    assert result.status == "done"
 
 
-PREPARED = _prepared()
+# --- the helper itself catches each kind of violation ------------------------------------------
+class _NaNForAbsentUsers(Popularity):
+    """NaN for users who never appear in a domain, as a per-domain user table without their
+    rows would give (rule 4; no validation or test case has such a user, so only the contract
+    check sees it)."""
+
+    kind = "contract_nan"
+
+    def score(self, users, domain, items):
+        out = super().score(users, domain, items).clone()
+        absent = torch.isin(users, torch.as_tensor(list(ABSENT_USERS)))
+        if domain == ABSENT_DOMAIN:
+            out[absent] = float("nan")
+        return out
 
 
-def _task(kind: str, seed: int = 0) -> CellTask:
-    cls = get_method(kind)
-    return CellTask(
-        cell_id=f"{kind}-{seed}",
-        dataset="tiny",
-        method=kind,
-        kind=kind,
-        params=cls.quick_params(),
-        seed=seed,
-        domains=PREPARED.dataset.domain_names,
-        prepared=PREPARED,
-        ks=[10, 20],
-        ties="expected",
-        validation_k=10,
-        full_ranking=True,
-        device="cpu",
-    )
+class _Shuffling(Popularity):
+    """Shuffles its training tensors in place (rule 1: the split is shared)."""
+
+    kind = "contract_inplace"
+
+    def fit(self, data, ctx):
+        for name in data.domains:
+            data.items[name][:] = data.items[name].flip(0)
+        return super().fit(data, ctx)
 
 
-@pytest.mark.parametrize("kind", list(available()))
-def test_method_honours_the_contract(kind, monkeypatch):
-    cls = get_method(kind)
-    seen: dict = {}
-    real_fit = cls.fit
+class _Unseeded(Popularity):
+    """Breaks ties with noise from an unseeded generator (rule 3)."""
 
-    def spying_fit(self, data, ctx):
-        seen["data"] = data
-        return real_fit(self, data, ctx)
+    kind = "contract_unseeded"
 
-    monkeypatch.setattr(cls, "fit", spying_fit)
-    result = run_cell(_task(kind))
-    assert result.status == "done", result.error
-    # 1. no validation or test pair reached training
-    data = seen["data"]
-    for name, part in PREPARED.split.domains.items():
-        n_items = PREPARED.dataset.domains[name].n_items
-        train = set((data.users[name] * n_items + data.items[name]).tolist())
-        held = np.concatenate([part.test_users, part.valid_users]) * n_items + np.concatenate(
-            [part.test_items, part.valid_items]
-        )
-        assert not train & set(held.tolist())
-    # 2. one row per test case, K and ranking; values are proper probabilities
-    cases = sum(c.n_cases for c in PREPARED.candidates.test.values())
-    assert len(result.metrics) == cases * 2 * 2
-    assert result.metrics["hr"].is_between(0, 1).all()
-    # 3. the same seed gives the same per-user results
-    again = run_cell(_task(kind))
-    assert again.metrics.equals(result.metrics)
+    def fit(self, data, ctx):
+        summary = super().fit(data, ctx)
+        entropy = int.from_bytes(os.urandom(4), "little")  # the harness seeds every global RNG
+        generator = torch.Generator().manual_seed(entropy)
+        for counts in self.counts.values():
+            counts += torch.rand(counts.shape, generator=generator)
+        return summary
 
 
-@pytest.mark.parametrize("kind", list(available()))
-def test_scores_are_finite_for_users_absent_from_a_domain(kind):
-    cls = get_method(kind)
-    task = _task(kind)
-    data = training_data(task, torch.device("cpu"))
-    from harness.evaluation.evaluator import CandidateValidator, TensorCandidates
-    from methods.base import FitContext
+class _Inconsistent(Popularity):
+    """Ranks the full catalogue by another rule than the candidates (rule 5)."""
 
-    validator = CandidateValidator(
-        {
-            d: TensorCandidates.from_numpy(c, torch.device("cpu"))
-            for d, c in PREPARED.candidates.valid.items()
-        }
-    )
-    method = cls(task.params, data.n_users, data.n_items)
-    method.fit(data, FitContext(seed=0, device=torch.device("cpu"), validate=validator))
-    absent = torch.arange(10)  # no interaction at all in d1
-    items = torch.arange(50).expand(10, -1)
-    scores = method.score(absent, "d1", items)
-    assert scores.shape == (10, 50) and torch.isfinite(scores).all()
-    assert torch.isfinite(method.score_all(absent, "d1")).all()
+    kind = "contract_inconsistent"
+
+    def score_all(self, users, domain):
+        return -super().score_all(users, domain)
+
+
+class _Failing(Popularity):
+    kind = "contract_failing"
+
+    def fit(self, data, ctx) -> FitSummary:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("method_cls", "rule"),
+    [
+        (_NaNForAbsentUsers, "no finite scores for users absent"),
+        (_Shuffling, "modified the data it was handed"),
+        (_Unseeded, "not deterministic"),
+        (_Inconsistent, "differently in score() and score_all()"),
+        (_Failing, "failed to train and evaluate"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v.kind,
+)
+def test_the_contract_check_names_the_broken_rule(method_cls, rule):
+    with pytest.raises(ContractViolation, match=rule.replace("(", r"\(").replace(")", r"\)")):
+        check_method_contract(method_cls)
 
 
 def test_the_harness_refuses_training_data_that_contains_a_test_pair():
-    task = _task("popularity")
-    part = PREPARED.split.domains["d0"]
+    prepared = contract_data()
+    task = contract_task(get_method("popularity"))
+    part = prepared.split.domains["d0"]
     leaked = type(part)(
         train_users=np.append(part.train_users, part.test_users[0]),
         train_items=np.append(part.train_items, part.test_items[0]),
@@ -127,7 +124,7 @@ def test_the_harness_refuses_training_data_that_contains_a_test_pair():
         test_users=part.test_users,
         test_items=part.test_items,
     )
-    split = type(PREPARED.split)(domains={**PREPARED.split.domains, "d0": leaked}, seed=0)
-    bad = PreparedData(**{**PREPARED.__dict__, "split": split})
+    split = type(prepared.split)(domains={**prepared.split.domains, "d0": leaked}, seed=0)
+    bad = PreparedData(**{**prepared.__dict__, "split": split})
     with pytest.raises(LeakageError):
         training_data(CellTask(**{**task.__dict__, "prepared": bad}), torch.device("cpu"))

@@ -70,6 +70,10 @@ class UCLRLadder(Method):
     family = "ours"
     version = "1"
     stage_group = "uclr"
+    paper = (
+        'Yang et al., "Not All Embeddings are Created Equal: Towards Robust Cross-domain '
+        'Recommendation via Contrastive Learning", WWW 2024'
+    )
     stage_b_mode: ClassVar[Mode | None] = None
     fine_tune: ClassVar[bool] = False
 
@@ -205,7 +209,9 @@ def _temperatures(stage_b: AutoencoderResult, stage: str, domain: str | None) ->
 
 @register
 class PGE(UCLRLadder):
-    """Stage A only: one BPRMF over the union of domains (the PGE row of Tables 4-5)."""
+    """UCLR's stage A alone: one BPR matrix factorisation over the items of all domains
+    together, its user embeddings shared by every domain (the PGE row of the paper's Tables
+    4-5, the first rung of the ablation ladder)."""
 
     kind = "pge"
     display_name = "PGE"
@@ -213,7 +219,8 @@ class PGE(UCLRLadder):
 
 @register
 class PGEAE(UCLRLadder):
-    """PGE + a single-stream autoencoder trained on reconstruction alone."""
+    """PGE plus an autoencoder over the frozen user embeddings, trained on reconstruction
+    alone (ablation rung 2: what the autoencoder gives without contrastive learning)."""
 
     kind = "pge_ae"
     display_name = "PGE+AE"
@@ -222,7 +229,9 @@ class PGEAE(UCLRLadder):
 
 @register
 class PGECLAE(UCLRLadder):
-    """PGE + the dual-stream autoencoder with one fixed global temperature (``ae_cl_tau``)."""
+    """PGE plus the dual-stream contrastive autoencoder with one fixed temperature for every
+    user (``ae_cl_tau``; ablation rung 3: contrastive learning without per-user
+    temperatures)."""
 
     kind = "pge_cl_ae"
     display_name = "PGE+CL-AE"
@@ -231,7 +240,8 @@ class PGECLAE(UCLRLadder):
 
 @register
 class PGEUCLAE(UCLRLadder):
-    """PGE + the contrastive dual-stream autoencoder with per-user temperatures (stage B)."""
+    """PGE plus the dual-stream contrastive autoencoder with a learned temperature per user
+    (UCLR's stage B; ablation rung 4: UCLR without the per-domain fine-tuning)."""
 
     kind = "pge_ucl_ae"
     display_name = "PGE+UCL-AE"
@@ -240,7 +250,11 @@ class PGEUCLAE(UCLRLadder):
 
 @register
 class UCLR(UCLRLadder):
-    """The full method: stages A, B and the per-domain LoRA fine-tuning C."""
+    """User embeddings from one model over all domains (stage A), refined by a dual-stream
+    contrastive autoencoder whose learned per-user temperatures treat sparse and active users
+    differently (stage B), then fine-tuned per domain with LoRA (stage C). The full method and
+    the report's default reference; its temperatures are kept per user (view
+    ``temperatures``)."""
 
     kind = "uclr"
     display_name = "UCLR"

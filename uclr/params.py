@@ -61,7 +61,9 @@ class UCLRParams(MethodParams):
     pge_reg: float = Field(1e-5, ge=0, description="λ_U = λ_V of Eq. 2 (squared L2 on batch rows)")
     pge_max_epochs: int = Field(200, ge=1, description="methods.md §1.3: up to 200 epochs")
     pge_eval_every: int = Field(1, ge=1, description="validate every k epochs in stage A")
-    pge_init: Literal["xavier_normal", "normal"] = "xavier_normal"
+    pge_init: Literal["xavier_normal", "normal"] = Field(
+        "xavier_normal", description="stage-A embedding init: Xavier-normal or N(0, std²)"
+    )
     pge_init_std: float = Field(0.01, gt=0, description="std for pge_init='normal'")
     pge_backbone_params: dict[str, int | float | bool | str] = Field(
         default_factory=dict,
@@ -138,7 +140,7 @@ class UCLRParams(MethodParams):
     )
     lora_reg: float = Field(1e-5, ge=0, description="λ_U = λ_V of Eq. 6")
     lora_max_epochs: int = Field(100, ge=1, description="per domain (§2.4)")
-    lora_eval_every: int = Field(1, ge=1)
+    lora_eval_every: int = Field(1, ge=1, description="validate every k epochs in stage C")
     lora_finetune_items: bool = Field(True, description="A5: domain items trainable in stage C")
     lora_finetune_ae: bool = Field(True, description="A6: autoencoder trainable in stage C")
     lora_rec_target: Literal["W", "W0"] = Field(

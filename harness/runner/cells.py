@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 
 from harness.evaluation.metrics import METRICS_VERSION
-from harness.runner.prepare import PreparedData
+from harness.runner.prepare import PlannedData
+from harness.search.pruning import PruneRule
 from harness.spec.load import LoadedSpec, SpecError
 from methods.base import MethodParams
 from methods.registry import get_method
@@ -40,7 +41,7 @@ class CellTask:
     params: MethodParams
     seed: int
     domains: list[str]
-    prepared: PreparedData
+    prepared: PlannedData
     ks: list[int]
     ties: str
     validation_k: int
@@ -52,10 +53,13 @@ class CellTask:
     # the results folder they are kept in (None: none are kept) and the seconds between saves.
     checkpoint_dir: str | None = None
     checkpoint_every_s: float = 600.0
+    # A search trial's pruning rule (harness.search.pruning): part of the identity when set,
+    # since it can stop the cell early; plain cells, paper cells and final runs have none.
+    prune: PruneRule | None = None
 
     def identity(self) -> dict:
         """What this cell's id hashes (see :func:`cell_identity`)."""
-        return cell_identity(
+        identity = cell_identity(
             self.prepared,
             self.protocol_fingerprint,
             self.kind,
@@ -64,6 +68,9 @@ class CellTask:
             self.domains,
             matmul_precision=self.matmul_precision,
         )
+        if self.prune is not None:
+            identity["prune"] = self.prune.identity()
+        return identity
 
 
 PROTOCOL_VERSION = "1"  # the split and candidate rules; bump when either changes its output
@@ -80,7 +87,7 @@ def code_version(kind: str) -> str:
 
 
 def cell_identity(
-    prepared: PreparedData,
+    prepared: PlannedData,
     protocol_fp: str,
     kind: str,
     params: MethodParams,
@@ -114,7 +121,7 @@ def identity_hash(identity: dict) -> str:
 
 
 def cell_id(
-    prepared: PreparedData,
+    prepared: PlannedData,
     protocol_fp: str,
     kind: str,
     params: MethodParams,
@@ -129,9 +136,7 @@ def cell_id(
     )
 
 
-def plan_cells(
-    loaded: LoadedSpec, prepared: dict[str, PreparedData], device: str
-) -> list[CellTask]:
+def plan_cells(loaded: LoadedSpec, prepared: dict[str, PlannedData], device: str) -> list[CellTask]:
     """Expand the spec into cells, in a stable order (dataset, method, seed)."""
     spec = loaded.spec
     protocol = spec.protocol
@@ -141,15 +146,15 @@ def plan_cells(
         for method_name, method in spec.methods.items():
             if dataset_name not in loaded.datasets_of(method_name):
                 continue
-            domains = method.domains or data.dataset.domain_names
-            missing = [d for d in domains if d not in data.dataset.domains]
+            domains = method.domains or data.domain_names
+            missing = [d for d in domains if d not in data.domain_names]
             if missing:
                 raise SpecError(
                     [
                         loaded.issue(
                             ("methods", method_name, "domains"),
                             f"dataset {dataset_name!r} has no domain(s) {missing}; "
-                            f"it has {data.dataset.domain_names}",
+                            f"it has {data.domain_names}",
                         )
                     ]
                 )

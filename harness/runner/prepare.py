@@ -18,10 +18,21 @@ from harness.data.dataset import Dataset
 from harness.data.loaders import get_loader
 from harness.protocol.candidates import CandidateSet, NotEnoughItems, build_candidates
 from harness.protocol.split import Split, leave_one_out
-from harness.spec.load import LoadedSpec, SpecError
+from harness.spec.load import DataMissing, LoadedSpec, SpecError
+from harness.store.datacard import DataCard, card_declaration, find_card, load_card
 from harness.store.store import Store
 
-__all__ = ["PreparedData", "candidate_set_id", "load_dataset", "prepare"]
+__all__ = [
+    "PlannedData",
+    "PreparedData",
+    "PublishedData",
+    "candidate_set_id",
+    "check_readable",
+    "data_present",
+    "load_dataset",
+    "prepare",
+    "prepare_for_reading",
+]
 
 
 @dataclass(frozen=True)
@@ -35,9 +46,34 @@ class PreparedData:
     candidate_hash: str
     train_counts: dict[str, np.ndarray]  # per domain: training interactions per user
 
+    checked = True  # prepared from the data itself (PublishedData: from a data card only)
+
     @property
     def total_train_counts(self) -> np.ndarray:
         return np.sum(list(self.train_counts.values()), axis=0)
+
+    @property
+    def domain_names(self) -> list[str]:
+        return self.dataset.domain_names
+
+
+@dataclass(frozen=True)
+class PublishedData:
+    """A dataset known only from a published data card (:mod:`harness.store.datacard`): its
+    fingerprint, candidate set and domains, enough to plan cells, import and report their
+    bundles, and nothing to train on. ``checked`` is False: its bundles are not yet checked
+    against the data."""
+
+    name: str
+    fingerprint: str
+    candidate_set_id: str
+    candidate_hash: str
+    domain_names: list[str]
+    card: DataCard
+    checked = False
+
+
+PlannedData = PreparedData | PublishedData
 
 
 def candidate_set_id(fingerprint: str, protocol_fingerprint: str) -> str:
@@ -132,3 +168,53 @@ def _check_against_split(cands: CandidateSet, split: Split, set_id: str) -> None
                     f"candidate set {set_id} ({split_name}/{domain}) does not match "
                     f"the split; the store is stale or corrupted"
                 )
+
+
+def data_present(loaded: LoadedSpec, name: str) -> bool:
+    """Whether every file the dataset's loader reads exists."""
+    config = loaded.loader_configs[name]
+    return all(path.is_file() for path, _hint in config.required_files(loaded.base_dir))
+
+
+def published_card(loaded: LoadedSpec, name: str) -> DataCard | None:
+    """The data card of dataset ``name`` in the spec's results folders, if one matches."""
+    folders = [loaded.base_dir / folder for folder in loaded.spec.experiment.results]
+    declaration = card_declaration(loaded.loader_configs[name])
+    return find_card(folders, declaration, loaded.spec.protocol.fingerprint())
+
+
+def prepare_for_reading(loaded: LoadedSpec, name: str, store: Store | None) -> PlannedData:
+    """:func:`prepare` when the data is here; else the published data card (loaded into
+    ``store``, unchecked) so published results can be planned, imported and reported; else
+    :class:`DataMissing` naming the files and the fetch command."""
+    if data_present(loaded, name):
+        return prepare(loaded, name, store)
+    card = published_card(loaded, name)
+    if card is None:
+        _raise_missing(loaded, name)
+    if store is not None:
+        load_card(store, card)
+    cset = card.candidate_set
+    return PublishedData(
+        name,
+        card.fingerprint,
+        cset["candidate_set_id"],
+        cset["content_hash"],
+        card.domain_names,
+        card,
+    )
+
+
+def check_readable(loaded: LoadedSpec) -> None:
+    """Raise :class:`DataMissing` (the fetch command in it) unless every dataset has its files
+    or a published data card; cheap: nothing is loaded."""
+    for name in loaded.spec.datasets:
+        if not data_present(loaded, name) and published_card(loaded, name) is None:
+            _raise_missing(loaded, name)
+
+
+def _raise_missing(loaded: LoadedSpec, name: str) -> None:
+    from harness.spec.load import load_spec
+
+    load_spec(loaded.path)  # raises DataMissing with the one-line fetch hint
+    raise DataMissing([loaded.issue(("datasets", name), "data files are missing")])

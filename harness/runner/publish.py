@@ -18,15 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-import torch
-
 from harness.errors import HarnessError
 from harness.runner.cells import CellTask, code_version, identity_hash
-from harness.runner.prepare import PreparedData, candidate_set_id
-from harness.runner.work import run_cell
+from harness.runner.prepare import PlannedData, candidate_set_id
 from harness.store.bundle import (
-    METRIC_COLUMNS,
     Bundle,
     BundleError,
     bundle_table,
@@ -38,7 +33,6 @@ from methods.registry import UnknownMethod, get_method
 
 __all__ = [
     "ImportReport",
-    "Verification",
     "bundle_files",
     "export_cells",
     "import_bundles",
@@ -46,15 +40,20 @@ __all__ = [
     "parse_shard",
     "sample_cells",
     "shard_tasks",
-    "verify_cell",
     "write_index",
 ]
 
 # Run columns that describe the run as a whole and change while it goes on: not part of a
 # cell's provenance (and they would make two exports of one cell differ).
 _RUN_VOLATILE = {"status", "finished_at", "cells_planned", "cells_done", "cells_failed"}
+# Statuses a bundle may carry: a finished cell, or a search trial its pruning rule stopped
+# (curves only, no test rows; harness/search/pruning.py), which a rerun must not train again.
+EXPORTED = ("done", "pruned")
 # Cell columns that describe this store, not the cell.
 _CELL_LOCAL = {"origin", "bundle"}
+# Cell columns added after the bundle format: left out of a bundle while empty, so a cell
+# exported again gives the bytes its published bundle has.
+_CELL_LATER = {"method_distribution", "method_distribution_version", "hardware"}
 TIME_FIELDS = {"started_at", "finished_at"}
 
 
@@ -73,7 +72,7 @@ def export_cells(
     written, seen = [], set()
     status = store.cell_status([t.cell_id for t in tasks])
     for task in tasks:
-        if status.get(task.cell_id) != "done" or task.cell_id in seen:
+        if status.get(task.cell_id) not in EXPORTED or task.cell_id in seen:
             continue
         seen.add(task.cell_id)
         identity = task.identity()
@@ -81,7 +80,13 @@ def export_cells(
         cell, run, metrics, curves, values = store.cell_content(task.cell_id)
         meta = {
             "identity": identity,
-            "cell": _jsonable({k: v for k, v in cell.items() if k not in _CELL_LOCAL}),
+            "cell": _jsonable(
+                {
+                    k: v
+                    for k, v in cell.items()
+                    if k not in _CELL_LOCAL and not (k in _CELL_LATER and v is None)
+                }
+            ),
             "run": _jsonable({k: v for k, v in (run or {}).items() if k not in _RUN_VOLATILE}),
             "exported_as": {
                 "experiment": experiment,
@@ -178,7 +183,7 @@ class ImportReport:
         )
 
 
-def _check(bundle: Bundle, expected: dict[str, PreparedData] | None, store: Store) -> bool:
+def _check(bundle: Bundle, expected: dict[str, PlannedData] | None, store: Store) -> bool:
     """Raise BundleError when the bundle does not check out; return True when it is stale."""
     where = f"bundle {bundle.path}"
     identity, cell = bundle.identity, bundle.meta["cell"]
@@ -205,8 +210,10 @@ def _check(bundle: Bundle, expected: dict[str, PreparedData] | None, store: Stor
     notes = json.loads(cell.get("notes") or "{}")
     if notes.get("matmul_precision", "highest") != identity.get("matmul_precision", "highest"):
         raise BundleError(f"{where}: cell matmul precision contradicts its identity")
-    if cell.get("status") != "done":
+    if cell.get("status") not in EXPORTED:
         raise BundleError(f"{where}: cell status is {cell.get('status')!r}, not 'done'")
+    if cell["status"] == "pruned" and (len(bundle.metrics) or "prune" not in identity):
+        raise BundleError(f"{where}: a pruned cell has test rows or no pruning rule")
     if expected is not None:
         match = [p for p in expected.values() if p.fingerprint == identity["dataset"]]
         if not match:
@@ -235,9 +242,13 @@ def _check(bundle: Bundle, expected: dict[str, PreparedData] | None, store: Stor
     try:
         current = code_version(identity["kind"])
     except UnknownMethod:
-        raise BundleError(f"{where}: method kind {identity['kind']!r} is not registered") from None
+        from methods.registry import install_hint
+
+        plugin = cell.get("method_distribution"), cell.get("method_distribution_version")
+        hint = install_hint(identity["kind"], *plugin)
+        raise BundleError(f"{where}: {hint}") from None
     covered = sorted(set(bundle.metrics["domain"].to_list()))
-    if covered != sorted(identity["domains"]):
+    if cell["status"] == "done" and covered != sorted(identity["domains"]):
         raise BundleError(
             f"{where}: metric rows cover domains {covered}, not {identity['domains']}"
         )
@@ -245,7 +256,7 @@ def _check(bundle: Bundle, expected: dict[str, PreparedData] | None, store: Stor
 
 
 def import_bundles(
-    store: Store, files: Iterable[Path], expected: dict[str, PreparedData] | None
+    store: Store, files: Iterable[Path], expected: dict[str, PlannedData] | None
 ) -> ImportReport:
     """Check and import each bundle in its own transaction; a rejected bundle writes
     nothing and the others still go in. Importing twice changes nothing."""
@@ -257,8 +268,8 @@ def import_bundles(
         except BundleError as exc:
             report.rejected.append((Path(path), str(exc)))
             continue
-        status = "stale" if stale else "done"
-        if store.cell_status([bundle.cell_id]).get(bundle.cell_id) in ("done", status):
+        status = "stale" if stale else bundle.meta["cell"]["status"]
+        if store.cell_status([bundle.cell_id]).get(bundle.cell_id) in (*EXPORTED, status):
             report.present.append(bundle.cell_id)
             continue
         cell = {
@@ -279,112 +290,7 @@ def _from_iso(key: str, value: Any) -> Any:
     return datetime.fromisoformat(value) if key in TIME_FIELDS and value else value
 
 
-# -- verify -----------------------------------------------------------------------------------
-@dataclass
-class Verification:
-    cell_id: str
-    rule: str  # exact | tolerance
-    n_rows: int
-    n_rows_differ: int
-    max_abs_diff: float
-    max_mean_ndcg_diff: float
-    ok: bool
-    train_s: float
-    infer_s: float
-    device: str
-    stored_device: str
-    error: str | None = None
-
-    def line(self) -> str:
-        verdict = "OK" if self.ok else "MISMATCH"
-        return (
-            f"{verdict} {self.cell_id} ({self.rule}; stored on {self.stored_device}, rerun on "
-            f"{self.device}): {self.n_rows_differ} of {self.n_rows} per-user rows differ, max "
-            f"|diff| {self.max_abs_diff:.3g}, max |diff| of a domain's mean NDCG "
-            f"{self.max_mean_ndcg_diff:.3g}; retrained in {self.train_s:.1f} s + "
-            f"{self.infer_s:.1f} s"
-        )
-
-
-def verify_cell(
-    store: Store, task: CellTask, tolerance: float, threads: int | None = None
-) -> Verification:
-    """Retrain ``task`` and compare its per-user rows with the stored ones: exactly when the
-    stored rows were computed on the same device kind, else every domain's mean metric within
-    ``tolerance``. It trains with ``threads`` intra-op threads, by default the number the
-    stored cell recorded (else 1): a CPU reduction split over another number of threads may
-    round differently. The outcome is stored in ``verifications``."""
-    cell, _run, stored, _curves, _values = store.cell_content(task.cell_id)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or cell.get("threads") or 1)
-    try:
-        result = run_cell(task)
-    finally:
-        torch.set_num_threads(before)
-    stored_kind, rerun_kind = str(cell["device"]).split(":")[0], result.device.split(":")[0]
-    rule = "exact" if stored_kind == rerun_kind else "tolerance"
-    if result.status != "done":
-        outcome = Verification(
-            task.cell_id, rule, len(stored), len(stored), float("inf"), float("inf"), False,
-            result.train_s, result.infer_s, result.device, str(cell["device"]), result.error,
-        )  # fmt: skip
-    else:
-        outcome = _compare(task.cell_id, stored, result.metrics, rule, tolerance)
-        outcome.train_s, outcome.infer_s = result.train_s, result.infer_s
-        outcome.device, outcome.stored_device = result.device, str(cell["device"])
-    store.con.execute(
-        "INSERT INTO verifications VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            outcome.cell_id,
-            datetime.now(),
-            outcome.device,
-            outcome.stored_device,
-            outcome.rule,
-            outcome.n_rows,
-            outcome.n_rows_differ,
-            outcome.max_abs_diff,
-            outcome.max_mean_ndcg_diff,
-            outcome.ok,
-            outcome.train_s,
-            outcome.infer_s,
-        ],
-    )
-    return outcome
-
-
-def _compare(
-    cell_id: str, stored: pl.DataFrame, fresh: pl.DataFrame, rule: str, tolerance: float
-) -> Verification:
-    keys = ["ranking", "domain", "user_idx", "k"]
-    values = ["hr", "ndcg", "mrr", "rank", "ties"]
-    fresh = fresh.select(METRIC_COLUMNS).cast({c: stored.schema[c] for c in METRIC_COLUMNS})
-    joined = stored.join(fresh, on=keys, how="full", suffix="_new", coalesce=True)
-    diffs = [
-        (pl.col(v).cast(pl.Float64) - pl.col(f"{v}_new").cast(pl.Float64)).abs().alias(v)
-        for v in values
-    ]
-    delta = joined.select(*keys, *diffs)
-    missing = joined.filter(pl.any_horizontal(pl.col(v).is_null() for v in ["hr", "hr_new"]))
-    differ = delta.filter(pl.any_horizontal(pl.col(v).fill_null(1.0) > 0 for v in values))
-    max_abs = max((delta[v].fill_null(float("inf")).max() or 0.0) for v in values[:4])
-    means = joined.group_by("ranking", "domain", "k").agg(
-        (pl.col("ndcg").mean() - pl.col("ndcg_new").mean()).abs().alias("d")
-    )
-    max_mean = float(means["d"].fill_null(float("inf")).max() or 0.0)
-    if rule == "exact":
-        ok = differ.height == 0 and missing.height == 0
-    else:
-        metric_means = joined.group_by("ranking", "domain", "k").agg(
-            *[(pl.col(m).mean() - pl.col(f"{m}_new").mean()).abs().alias(m) for m in values[:3]]
-        )
-        worst = max(float(metric_means[m].fill_null(float("inf")).max() or 0.0) for m in values[:3])
-        ok = missing.height == 0 and worst <= tolerance
-    return Verification(
-        cell_id, rule, joined.height, differ.height, float(max_abs), max_mean, ok,
-        0.0, 0.0, "", "",
-    )  # fmt: skip
-
-
+# -- verify (the rules live in harness.runner.verify) ------------------------------------------
 def sample_cells(done: list[CellTask], n: int, seed: int) -> list[CellTask]:
     """``n`` distinct finished cells drawn uniformly and reproducibly (by ``seed``)."""
     unique = {t.cell_id: t for t in done}

@@ -38,7 +38,13 @@ from harness.runner.executor import (
     InProcessExecutor,
     stop_if_interrupted,
 )
-from harness.runner.prepare import PreparedData, prepare
+from harness.runner.prepare import (
+    PlannedData,
+    PreparedData,
+    check_readable,
+    prepare,
+    prepare_for_reading,
+)
 from harness.runner.publish import bundle_files, import_bundles, shard_tasks
 from harness.runner.work import CellResult, resolve_device
 from harness.search.driver import Search
@@ -47,13 +53,14 @@ from harness.store.lock import StoreBusy, WriterLock
 from harness.store.store import Store
 from methods.base import EpochLog
 from methods.checkpoint import checkpoint_file, saved_progress
-from methods.registry import get_method
+from methods.registry import get_method, method_origin
 
 __all__ = ["RunSummary", "output_dir", "plan_status", "run_spec"]
 
 LOG_EVERY_EPOCHS = 10  # without a terminal, print every n-th epoch line ...
 LOG_EVERY_SECONDS = 60.0  # ... and any epoch line that ends a minute of silence
 STORE_WAIT_S = 120.0  # a reader or another run's commit holds the file only briefly
+FINISHED = frozenset({"done", "pruned"})  # statuses a run never recomputes
 
 
 @dataclass
@@ -64,6 +71,7 @@ class RunSummary:
     skipped: int
     done: int = 0
     failed: int = 0
+    pruned: int = 0  # search trials their pruning rule stopped (finished, never selected)
     failures: list[str] = field(default_factory=list)
     selected: list[CellTask] = field(default_factory=list)  # the cells this run was given
     imported: int = 0  # cells imported from the spec's results folders
@@ -108,10 +116,12 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
     stored shows ``in bundle`` when one of the spec's results folders holds it (the next run
     imports it) and ``stale`` when only a result of an older code version is stored.
     ``checkpoint`` names the epoch an unfinished cell's mid-training checkpoint reached (the
-    next run continues after it)."""
+    next run continues after it). ``data_checked`` is False where the dataset's files are absent
+    and the plan comes from a published data card: its bundles are not yet checked against
+    the data."""
     store = Store(store_path, read_only=True) if store_path.exists() else None
     try:
-        prepared = {name: prepare(loaded, name, None) for name in loaded.spec.datasets}
+        prepared = {name: prepare_for_reading(loaded, name, None) for name in loaded.spec.datasets}
         target = str(resolve_device(device or loaded.spec.experiment.device))
         tasks = Search(loaded, plan_cells(loaded, prepared, target)).propose(store)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
@@ -146,7 +156,7 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         saved = checkpoint_file(store_path.parent, t.cell_id)
         resumable = state != "done" and saved.exists()
         checkpoints.append(saved_progress(saved) if resumable else None)
-        if state == "done":
+        if state in FINISHED:  # a pruned trial is finished too: rerunning prunes it again
             estimates.append(None)
             sources.append(None)
             continue
@@ -168,6 +178,7 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
             "estimate_s": estimates,
             "estimate_from": sources,
             "checkpoint": checkpoints,
+            "data_checked": [t.prepared.checked for t in tasks],
         },
         schema_overrides={
             "seconds": pl.Float64,
@@ -267,7 +278,7 @@ def run_spec(
         store.replace_plan(loaded.spec.experiment.name, _plan_rows(loaded, search.plan_tasks()))
         search.save(store, loaded.spec.experiment.name)  # (clears those of a former search)
         status = store.cell_status([t.cell_id for t in tasks])
-        finished = {"done"} if retry_failed else {"done", "failed"}
+        finished = {"done", "pruned"} if retry_failed else {"done", "failed", "pruned"}
         seen: set[str] = set()
         wanted = set(only_methods) if only_methods else set(loaded.spec.methods)
         selected: dict[str, CellTask] = {}  # every cell this run was given, by id
@@ -321,7 +332,7 @@ def run_spec(
                     search.save(store, loaded.spec.experiment.name)
                     status = store.cell_status([t.cell_id for t in tasks])
                 # a cell tried in this run is not retried in a later round of it
-                pending = pending_of(tasks, status, {"done", "failed"})
+                pending = pending_of(tasks, status, {"done", "failed", "pruned"})
                 if not pending:
                     break
                 summary.planned = len(tasks)
@@ -335,13 +346,16 @@ def run_spec(
     return summary
 
 
-def prepare_data(loaded: LoadedSpec, store: Store) -> dict[str, PreparedData]:
-    """Prepare every dataset into ``store`` (data, users, candidate lists), as a run does."""
-    return {name: prepare(loaded, name, store) for name in loaded.spec.datasets}
+def prepare_data(loaded: LoadedSpec, store: Store, reading: bool = False) -> dict[str, PlannedData]:
+    """Prepare every dataset into ``store`` (data, users, candidate lists), as a run does;
+    ``reading``: a dataset whose files are absent comes from its published data card instead
+    (enough to import and report published bundles, marked unchecked)."""
+    step = prepare_for_reading if reading else prepare
+    return {name: step(loaded, name, store) for name in loaded.spec.datasets}
 
 
 def record_plan(
-    loaded: LoadedSpec, store: Store, prepared: dict[str, PreparedData], device: str = "cpu"
+    loaded: LoadedSpec, store: Store, prepared: dict[str, PlannedData], device: str = "cpu"
 ) -> list[CellTask]:
     """Record the spec's plan in ``store`` (search trials proposed from what the store holds)
     and return every cell of it, trials included: what importing bundles, verifying cells or
@@ -359,9 +373,10 @@ def sync_published(loaded: LoadedSpec, store_path: Path, console: Console) -> in
     while a run holds the store (its next start imports them anyway)."""
     if not loaded.spec.experiment.results:
         return 0
+    check_readable(loaded)  # before the store exists: no empty store is left on failure
     try:
         with WriterLock(store_path, "import"), Store(store_path, wait_s=STORE_WAIT_S) as store:
-            prepared = prepare_data(loaded, store)
+            prepared = prepare_data(loaded, store, reading=True)
             imported = _import_results(loaded, store, prepared, console)
             record_plan(loaded, store, prepared)
             return imported
@@ -371,7 +386,7 @@ def sync_published(loaded: LoadedSpec, store_path: Path, console: Console) -> in
 
 
 def _import_results(
-    loaded: LoadedSpec, store: Store, prepared: dict[str, PreparedData], console: Console
+    loaded: LoadedSpec, store: Store, prepared: dict[str, PlannedData], console: Console
 ) -> int:
     """Import the bundles of the spec's ``experiment.results`` folders (idempotent)."""
     folders = [loaded.base_dir / folder for folder in loaded.spec.experiment.results]
@@ -463,11 +478,22 @@ def _execute(
         for result in executor.run(pending, on_start, on_epoch):
             with store.held():
                 _commit(store, run_id, result)
-            if result.status == "done":
+            if result.status == "pruned":
+                summary.pruned += 1
+                if not console.is_terminal:
+                    where = result.notes.get("pruned", {})
+                    console.print(
+                        f"cell {summary.done + summary.failed + summary.pruned}/{len(pending)} "
+                        f"pruned: {result.task.dataset}/{result.task.method}/seed "
+                        f"{result.task.seed} at validation {where.get('validation')} of "
+                        f"{where.get('stage')} ({result.train_s:.1f}s train)"
+                    )
+            elif result.status == "done":
                 summary.done += 1
                 if not console.is_terminal:
                     console.print(
-                        f"cell {summary.done + summary.failed}/{len(pending)} done: "
+                        f"cell {summary.done + summary.failed + summary.pruned}/{len(pending)} "
+                        f"done: "
                         f"{result.task.dataset}/{result.task.method}/seed {result.task.seed} "
                         f"({result.train_s:.1f}s train, {result.infer_s:.2f}s eval)"
                     )
@@ -493,6 +519,7 @@ def _execute(
 def _commit(store: Store, run_id: str, result: CellResult) -> None:
     task = result.task
     cls = get_method(task.kind)
+    origin = method_origin(task.kind)  # a plugin's distribution and version (None: built-in)
     curves = pl.DataFrame(
         [
             {"stage": c.stage, "domain": c.domain, "epoch": c.epoch, "name": k, "value": float(v)}
@@ -549,7 +576,10 @@ def _commit(store: Store, run_id: str, result: CellResult) -> None:
             "best_valid": result.best_valid,
             "device": result.device,
             "threads": result.threads,
+            "hardware": result.hardware,
             "notes": json.dumps(result.notes, default=str),
+            "method_distribution": origin.distribution,
+            "method_distribution_version": origin.version,
         },
         result.metrics if result.status == "done" else None,
         curves,

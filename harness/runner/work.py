@@ -6,6 +6,7 @@ executor (in-process now, Ray later) can run it and only the driver touches Duck
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import traceback
@@ -29,7 +30,9 @@ from harness.evaluation.evaluator import (
     rank_full,
     result_table,
 )
+from harness.provenance import hardware_fingerprint
 from harness.runner.cells import CellTask
+from harness.search.pruning import PruneMonitor, TrialPruned
 from methods.base import EpochLog, FitContext, TrainingData, UserValues
 from methods.checkpoint import EpochCheckpoints, checkpoint_file
 from methods.registry import get_method
@@ -44,15 +47,16 @@ class LeakageError(AssertionError):
 @dataclass
 class CellResult:
     task: CellTask
-    status: str  # done | failed
+    status: str  # done | failed | pruned (a search trial its pruning rule stopped)
     error: str | None = None
     train_s: float = 0.0
     infer_s: float = 0.0
     epochs: int = 0
     best_epoch: int = 0
-    best_valid: float = float("nan")
+    best_valid: float | None = float("nan")  # None for a pruned trial: never selectable
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads the cell trained with (the thread policy)
+    hardware: str | None = None  # JSON: harness.provenance.hardware_fingerprint where it ran
     metrics: pl.DataFrame | None = None
     curves: list[EpochLog] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
@@ -114,11 +118,24 @@ def training_data(task: CellTask, device: torch.device) -> TrainingData:
 
 
 def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None) -> CellResult:
-    """Fit, evaluate and package one cell; failures are captured, never raised."""
+    """Fit, evaluate and package one cell; failures are captured, never raised.
+
+    A search trial with a pruning rule (``task.prune``) is watched through its epoch logs and
+    stops as status ``pruned``, with its curve and the spot in ``notes["pruned"]``; it is not
+    evaluated on test, since it can never be selected. ``notes["cpu_s"]`` is the process CPU
+    time the cell took (what a search's cost is reported in)."""
     device = resolve_device(task.device)
     result = CellResult(
-        task=task, status="failed", device=str(device), threads=torch.get_num_threads()
+        task=task,
+        status="failed",
+        device=str(device),
+        threads=torch.get_num_threads(),
+        hardware=json.dumps(hardware_fingerprint(device), sort_keys=True),
     )
+    monitor = PruneMonitor(task.prune) if task.prune is not None else None
+    cpu_started = time.process_time()
+    checkpoints = None
+    started = time.perf_counter()
     try:
         seed_everything(task.seed)
         data = task.prepared
@@ -133,10 +150,11 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
             result.curves.append(entry)
             if on_epoch is not None:
                 on_epoch(entry)
+            if monitor is not None:
+                monitor.observe(entry)  # may raise TrialPruned out of the method's fit
 
         cls = get_method(task.kind)
         method = cls(task.params, train.n_users, train.n_items)
-        checkpoints = None
         if task.checkpoint_dir is not None:
             path = checkpoint_file(Path(task.checkpoint_dir), task.cell_id)
             checkpoints = EpochCheckpoints(path, task.checkpoint_every_s)
@@ -161,9 +179,17 @@ def run_cell(task: CellTask, on_epoch: Callable[[EpochLog], None] | None = None)
         result.status = "done"
     except KeyboardInterrupt:
         raise
+    except TrialPruned as pruned:
+        result.status, result.best_valid = "pruned", None
+        result.train_s = time.perf_counter() - started
+        result.epochs = len({(c.stage, c.domain, c.epoch) for c in result.curves})
+        result.notes["pruned"] = pruned.record
+        if checkpoints is not None:
+            _account_for_resumption(checkpoints, result)
     except Exception as exc:  # a failing cell is recorded and the run goes on
         tb = traceback.format_exc(limit=6)
         result.error = f"{type(exc).__name__}: {exc}\n{tb}"
+    result.notes["cpu_s"] = time.process_time() - cpu_started
     return result
 
 

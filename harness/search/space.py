@@ -21,7 +21,14 @@ from harness.spec.schema import MethodSpec, SearchSpec, Spec
 from methods.base import MethodParams
 from methods.registry import UnknownMethod, get_method
 
-__all__ = ["Dimension", "budget_of", "dimensions", "searched_methods", "validate_search"]
+__all__ = [
+    "Dimension",
+    "budget_of",
+    "cells_per_dataset",
+    "dimensions",
+    "searched_methods",
+    "validate_search",
+]
 
 _RANGE_KEYS = {"low", "high", "log"}
 
@@ -180,6 +187,21 @@ def validate_search(spec: Spec, method_params: dict[str, MethodParams], add) -> 
                     add((*where, dim.name, key), problem)
         if bad:
             continue
+        search = method.search
+        if search.select_on is not None:
+            unknown = sorted(set(search.select_on) - set(spec.experiment.seeds))
+            if unknown:
+                add(
+                    (*where, "select_on"),
+                    f"seed(s) {unknown} are not among experiment.seeds "
+                    f"{spec.experiment.seeds}; a selection runs on seeds the experiment has",
+                )
+        if search.prunes and search.strategy != "tpe":
+            add(
+                (*where, "pruner"),
+                "pruning compares a trial with the finished trials of earlier rounds; it "
+                "needs strategy 'tpe'",
+            )
         if method.search.strategy == "grid":
             ranged = [d.name for d in dims if d.is_range]
             if ranged:
@@ -209,11 +231,29 @@ def describe(spec: Spec) -> str:
     methods = searched_methods(spec)
     if not methods:
         return ""
-    parts, total = [], 0
+    groups: dict[str, list[str]] = {}  # one description, the methods that share it
+    total = 0
     n_datasets = {m: len(spec.methods[m].datasets or spec.datasets) for m in methods}
     for name, method in methods.items():
+        search = method.search
         budget = budget_of(spec, method, dimensions(method))
-        extra = budget + (1 if method.search.paper else 0)
-        total += extra * n_datasets[name] * len(spec.experiment.seeds)
-        parts.append(f"{name} ({method.search.strategy}, {budget} trials per seed)")
-    return f"; searches: {', '.join(parts)} -> {total} trial and paper cells in their place"
+        total += n_datasets[name] * cells_per_dataset(spec, method, budget)
+        where = (
+            f"on seed(s) {', '.join(map(str, search.select_on))}, then the selection on all"
+            if search.select_on
+            else "per seed"
+        )
+        pruned = f", {search.pruner} pruning" if search.prunes else ""
+        groups.setdefault(f"{search.strategy}, {budget} trials {where}{pruned}", []).append(name)
+    parts = [f"{', '.join(names)} ({text})" for text, names in groups.items()]
+    return f"; searches: {'; '.join(parts)} -> {total} trial and paper cells in their place"
+
+
+def cells_per_dataset(spec: Spec, method: MethodSpec, budget: int) -> int:
+    """Cells one dataset's search of ``method`` plans at most: trials on the searched seeds,
+    a paper cell per seed, and (select_on) the selected values on every other seed."""
+    search: SearchSpec = method.search
+    seeds = spec.experiment.seeds
+    searched = [s for s in search.select_on if s in seeds] if search.select_on else seeds
+    paper = len(seeds) if search.paper else 0
+    return budget * len(searched) + paper + (len(seeds) - len(searched))

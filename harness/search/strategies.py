@@ -1,7 +1,8 @@
 """Trial proposals: grid and random up front; TPE (Optuna) in rounds, replayed from stored results.
 
 Every proposal is a pure function of the spaces, the budget, a seed and (TPE) the validation
-scores of earlier trials, so rerunning a spec proposes the same trials and reuses their cells.
+scores of earlier trials (and where a pruned one stopped), so rerunning a spec proposes the same
+trials and reuses their cells.
 """
 
 from __future__ import annotations
@@ -9,16 +10,27 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from harness.search.space import Dimension
 
-__all__ = ["FAILED", "grid_points", "random_points", "tpe_points"]
+__all__ = ["FAILED", "Pruned", "grid_points", "random_points", "tpe_points"]
 
 FAILED = "failed"  # a trial whose cell failed (or has no finite validation score)
 
-Outcome = float | str | None  # validation score, FAILED, or None while not run
+
+@dataclass(frozen=True)
+class Pruned:
+    """A trial its pruning rule stopped: TPE learns it as Optuna's PRUNED trial with its best
+    value so far reported at ``step`` (validations run), ranked below every finished trial."""
+
+    step: int
+    value: float
+
+
+Outcome = float | str | Pruned | None  # validation score, FAILED, Pruned, or None while not run
 
 
 def _tidy(value: float, integer: bool) -> float | int:
@@ -59,6 +71,11 @@ def random_points(dims: list[Dimension], n: int, seed: int) -> list[dict]:
     return out
 
 
+def _plain(d: Dimension) -> bool:
+    """Whether every choice is a value Optuna stores as it is (None, bool, int, float, str)."""
+    return all(v is None or isinstance(v, bool | int | float | str) for v in d.values)
+
+
 def _distributions(dims: list[Dimension]) -> dict:
     from optuna.distributions import (
         CategoricalDistribution,
@@ -69,7 +86,10 @@ def _distributions(dims: list[Dimension]) -> dict:
     out = {}
     for d in dims:
         if not d.is_range:
-            out[d.name] = CategoricalDistribution(list(d.values))
+            # Optuna keeps a choice's index internally either way; values it cannot store
+            # (lists such as NeuMF's tower widths) are handed over as their index
+            choices = list(d.values) if _plain(d) else list(range(len(d.values)))
+            out[d.name] = CategoricalDistribution(choices)
         elif d.integer:
             out[d.name] = IntDistribution(int(d.low), int(d.high), log=d.log)
         else:
@@ -81,14 +101,15 @@ def tpe_points(
     dims: list[Dimension],
     budget: int,
     seed: int,
-    outcome: Callable[[dict], Outcome],
+    outcome: Callable[[dict, int], Outcome],
     round_size: int = 1,
     startup_trials: int | None = None,
 ) -> list[tuple[dict, int]]:
     """(point, round) of every trial that can be proposed now.
 
     A seeded Optuna TPE sampler is replayed over the stored trials in order: each round asks
-    ``round_size`` points, ``outcome(point)`` gives their stored validation score (or FAILED);
+    ``round_size`` points, ``outcome(point, round)`` gives their stored validation score (or
+    FAILED, or :class:`Pruned`), called for every point of a round before the next is asked;
     the first round with a trial that has not run yet is the last one returned, so the next
     call, after those trials finished, proposes the following round. Same stored results, same
     proposals."""
@@ -110,16 +131,20 @@ def tpe_points(
             point = {}
             for name, value in trial.params.items():
                 d = tidy[name]
-                point[name] = (
-                    min(max(_tidy(value, d.integer), d.low), d.high) if d.is_range else value
-                )
+                if d.is_range:
+                    point[name] = min(max(_tidy(value, d.integer), d.low), d.high)
+                else:
+                    point[name] = value if _plain(d) else d.values[value]
             asked.append((trial, point))
             out.append((point, round_no))
-        results = [outcome(point) for _, point in asked]
+        results = [outcome(point, round_no) for _, point in asked]
         if any(r is None for r in results):
             return out
         for (trial, _), result in zip(asked, results, strict=True):
-            if result == FAILED:
+            if isinstance(result, Pruned):
+                trial.report(result.value, result.step)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif result == FAILED:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, float(result))

@@ -24,7 +24,14 @@ from harness.spec.schema import Spec
 from methods.base import MethodParams
 from methods.registry import UnknownMethod, get_method
 
-__all__ = ["LoadedSpec", "SpecError", "SpecIssue", "check_against_data", "load_spec"]
+__all__ = [
+    "DataMissing",
+    "LoadedSpec",
+    "SpecError",
+    "SpecIssue",
+    "check_against_data",
+    "load_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,11 @@ class SpecError(ValueError):
     def __init__(self, issues: list[SpecIssue]):
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class DataMissing(SpecError):
+    """The spec is valid but data files it names are not there (exit 3, not 2): each issue
+    says which files and the command that fetches them."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,9 @@ class LoadedSpec:
             for key in ("search", "matmul_precision"):
                 if method.get(key) is None:
                     method.pop(key, None)
+        for dataset in data["datasets"].values():  # specs with a path keep their hash
+            if dataset.get("dataset") is None:
+                dataset.pop("dataset", None)
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -120,11 +135,16 @@ def load_spec(path: str | Path, check_files: bool = True) -> LoadedSpec:
             add(loc, message)
         raise SpecError(issues) from None
 
-    method_params = _validate_methods(spec, add)
+    method_params = _validate_methods(spec, add, path.parent)
     from harness.search.space import validate_search  # local: the search imports the spec
 
     validate_search(spec, method_params, add)
-    loader_configs = _validate_datasets(spec, path.parent, add, check_files)
+    missing: list[SpecIssue] = []
+
+    def add_missing(loc: tuple, message: str) -> None:
+        missing.append(SpecIssue(shown, tuple(loc), message, locate(loc)))
+
+    loader_configs = _validate_datasets(spec, path.parent, add, add_missing, check_files)
     _cross_check(spec, loader_configs, add)
     if check_files:
         for index, folder in enumerate(spec.experiment.results):
@@ -135,17 +155,20 @@ def load_spec(path: str | Path, check_files: bool = True) -> LoadedSpec:
                     f"{(path.parent / folder).resolve()}); paths resolve against the spec's folder",
                 )
     if issues:
-        raise SpecError(issues)
+        raise SpecError(issues + missing)
+    if missing:
+        raise DataMissing(missing)
     return LoadedSpec(path, spec, method_params, loader_configs, text)
 
 
-def _validate_methods(spec: Spec, add) -> dict[str, MethodParams]:
+def _validate_methods(spec: Spec, add, base_dir: Path) -> dict[str, MethodParams]:
     out = {}
     for name, method in spec.methods.items():
         try:
             cls = get_method(method.kind)
         except UnknownMethod as exc:
-            add(("methods", name, "kind"), str(exc))
+            add(("methods", name, "kind"), _published_plugin_hint(spec, base_dir, method.kind)
+                or str(exc))  # fmt: skip
             continue
         try:
             out[name] = cls.Params.model_validate(method.params)
@@ -156,6 +179,28 @@ def _validate_methods(spec: Spec, add) -> dict[str, MethodParams]:
         for loc, message in _strict_issues(cls.Params, method.params):
             add(("methods", name, "params", *loc), message)
     return out
+
+
+def _published_plugin_hint(spec: Spec, base_dir: Path, kind: str) -> str | None:
+    """For a kind that is not installed: the install line of the plugin distribution that a
+    published bundle of this spec's results folders recorded for it (None: none did)."""
+    import pyarrow.parquet as pq
+
+    from harness.store.bundle import META_KEY
+    from methods.registry import install_hint
+
+    for folder in spec.experiment.results:
+        for path in sorted((base_dir / folder).glob("*.parquet")):
+            try:
+                meta = json.loads(pq.read_schema(path).metadata[META_KEY])
+            except (OSError, KeyError, TypeError, ValueError):
+                continue
+            cell = meta.get("cell", {})
+            if meta.get("identity", {}).get("kind") == kind and cell.get("method_distribution"):
+                return install_hint(
+                    kind, cell["method_distribution"], cell.get("method_distribution_version")
+                )
+    return None
 
 
 def _strict_issues(model: type[BaseModel], data: Any) -> list[tuple[tuple, str]]:
@@ -185,7 +230,9 @@ def _set_at(data: Any, loc: tuple, value: Any) -> None:
     data[loc[-1]] = value
 
 
-def _validate_datasets(spec: Spec, base_dir: Path, add, check_files: bool) -> dict[str, BaseModel]:
+def _validate_datasets(
+    spec: Spec, base_dir: Path, add, add_missing, check_files: bool
+) -> dict[str, BaseModel]:
     from harness.data.loaders import get_loader  # local: loaders pull in heavier modules
 
     out = {}
@@ -205,13 +252,33 @@ def _validate_datasets(spec: Spec, base_dir: Path, add, check_files: bool) -> di
             continue
         out[name] = config
         if check_files:
-            for file, hint in config.required_files(base_dir):
-                if not Path(file).exists():
-                    add(
-                        ("datasets", name, "path"),
-                        f"missing data file: looked at {Path(file).resolve()}; {hint}",
-                    )
+            absent = [(f, hint) for f, hint in config.required_files(base_dir) if not f.exists()]
+            if absent:
+                add_missing(("datasets", name), _missing_message(dataset, absent))
     return out
+
+
+def _missing_message(dataset: Any, absent: list[tuple[Path, str]]) -> str:
+    """One line: which files are missing and how to get them (the fetch command of a
+    registered dataset, else the loader's hint)."""
+    from harness.data.home import data_home, fetch_command
+
+    first = Path(absent[0][0]).resolve()
+    more = f" and {len(absent) - 1} more file(s)" if len(absent) > 1 else ""
+    command = fetch_command([f for f, _ in absent])
+    if command is not None:
+        registered = f"dataset {dataset.dataset!r} " if dataset.dataset else ""
+        alternative = ""
+        if dataset.dataset:
+            from harness.data.registry import get_entry
+
+            alternative = get_entry(dataset.dataset).alternative
+        return (
+            f"{registered}not in the data home {data_home()} (missing {first}{more}); get it "
+            f"with `{command}` (or `harness run --fetch`), or set $HARNESS_DATA to a folder "
+            f"that holds it" + (f"; {alternative}" if alternative else "")
+        )
+    return f"missing data file {first}{more}; {absent[0][1]}"
 
 
 def _cross_check(spec: Spec, loader_configs: dict[str, BaseModel], add) -> None:

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "DatasetSpec",
@@ -44,14 +44,19 @@ class _Strict(BaseModel):
 
 
 class ExperimentSpec(_Strict):
+    """``[experiment]``: the experiment's name, the seeds every cell runs with, where cells
+    train, and where results go."""
+
     name: str = Field(description="experiment name; also the default output folder name")
-    description: str = ""
+    description: str = Field("", description="one line shown at the top of the report")
     seeds: list[int] = Field(
         default_factory=lambda: [0, 1, 2],
         min_length=1,
         description="training seeds; every cell runs once per seed",
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where cells train: 'auto' takes CUDA when available, else the CPU"
+    )
     output: str | None = Field(None, description="output folder (relative to the spec file)")
     reference_method: str | None = Field(None, description="method the report compares against")
     results: list[str] = Field(
@@ -80,21 +85,84 @@ class ExperimentSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """Loader name plus its options; the options are validated by the loader's own model."""
+    """A registered dataset by name (``dataset = "amazon-pairs"``: its files are read from the
+    data home, see ``harness data list``) or a loader with a ``path`` to your own files; either
+    way the other keys are the loader's options, validated by the loader's own model."""
 
     model_config = ConfigDict(extra="allow")
-    loader: str
+    dataset: str | None = Field(
+        None,
+        description="a registered dataset (`harness data list`): its loader, default options "
+        "and files in the data home ($HARNESS_DATA); `path` may still point elsewhere",
+    )
+    loader: str = Field(
+        description="loader that reads the files (douban, amazon, amazon_pairs, interactions, "
+        "synthetic); implied by `dataset`, required without it",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_from_registry(cls, data: Any) -> Any:
+        """Fill ``loader`` from the registered dataset, which must exist."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("dataset")
+        if name is None:
+            return data  # a missing loader is reported as a required key
+        if not isinstance(name, str):
+            return data  # strict mode reports the type
+        from harness.data.registry import UnknownDataset, get_entry
+
+        try:
+            entry = get_entry(name)
+        except UnknownDataset as exc:
+            raise ValueError(str(exc)) from None
+        if data.get("loader", entry.loader) != entry.loader:
+            raise ValueError(
+                f"dataset {name!r} is read by loader {entry.loader!r}, not {data['loader']!r}"
+            )
+        return {**data, "loader": entry.loader}
 
     def options(self) -> dict[str, Any]:
-        return {"loader": self.loader, **(self.model_extra or {})}
+        """The loader options: the registered dataset's defaults and its folder in the data
+        home, overridden by the spec's own keys."""
+        extra = dict(self.model_extra or {})
+        if self.dataset is None:
+            return {"loader": self.loader, **extra}
+        from harness.data.home import entry_dir
+        from harness.data.registry import get_entry
+
+        entry = get_entry(self.dataset)
+        return {
+            "loader": entry.loader,
+            "path": str(entry_dir(entry)),
+            **entry.loader_options,
+            **extra,
+        }
 
 
 class ProtocolSpec(_Strict):
-    split: Literal["leave_one_out"] = "leave_one_out"
+    """``[protocol]``: how every cell of the experiment is evaluated. All keys but ``buckets``
+    and ``sparse_max`` fix the split and the candidate lists (they are hashed into the
+    candidate set's identity); those two only group users in the report."""
+
+    split: Literal["leave_one_out"] = Field(
+        "leave_one_out",
+        description="per (user, domain): the last interaction is test, the one before it "
+        "validation (pre-split sources keep their own test item)",
+    )
     split_seed: int = Field(0, description="seed of the split and of the candidate lists")
     negatives: int = Field(99, ge=1, description="sampled negatives per held-out item")
-    ks: list[int] = Field(default_factory=lambda: [10, 20], min_length=1)
-    ties: Literal["expected", "optimistic", "pessimistic"] = "expected"
+    ks: list[int] = Field(
+        default_factory=lambda: [10, 20],
+        min_length=1,
+        description="cut-offs K of HR@K, NDCG@K and MRR@K (strictly increasing)",
+    )
+    ties: Literal["expected", "optimistic", "pessimistic"] = Field(
+        "expected",
+        description="a positive tied with t candidates: 'expected' averages its t + 1 "
+        "possible positions; 'optimistic' takes the best, 'pessimistic' the worst",
+    )
     validation_k: int = Field(10, ge=1, description="early stopping uses validation NDCG@k")
     full_ranking: bool = Field(False, description="also rank against every unseen item")
     sparse_max: int = Field(
@@ -139,7 +207,11 @@ class SearchSpec(_Strict):
     of values, ``{low, high, log}`` or ``{choices = [...]}``), checked by harness.search.space."""
 
     model_config = ConfigDict(extra="allow")
-    strategy: Literal["grid", "random", "tpe"] = "grid"
+    strategy: Literal["grid", "random", "tpe"] = Field(
+        "grid",
+        description="grid: the product of list spaces; random: seeded draws; tpe: Optuna's "
+        "TPE sampler, proposing in rounds from the finished trials",
+    )
     trials: int | None = Field(None, ge=1, description="trials per seed (default: search_budget)")
     seed: int = Field(0, description="seeds the proposals (random, tpe)")
     round_size: int = Field(1, ge=1, description="tpe: trials proposed per round")
@@ -147,17 +219,62 @@ class SearchSpec(_Strict):
         None, ge=1, description="tpe: random trials before the model (default: a third)"
     )
     paper: bool = Field(True, description="also run the method's own params per seed (paper)")
+    select_on: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="search on these seeds only and select once per method (mean validation "
+        "over them); the chosen values then run on every seed of the experiment. Default: a "
+        "search and a selection per seed",
+    )
+    pruner: Literal["none", "median", "percentile"] = Field(
+        "none",
+        description="tpe: stop a trial whose validation curve falls below the median "
+        "(or prune_percentile) of the finished trials of earlier rounds",
+    )
+    prune_percentile: float = Field(
+        50.0,
+        gt=0,
+        lt=100,
+        description="pruner 'percentile': keep trials in the top this-many percent at each "
+        "validation (Optuna's PercentilePruner); 'median' is 50",
+    )
+    prune_warmup: int = Field(
+        5, ge=0, description="validations of each stage and domain before pruning may stop it"
+    )
+    prune_min_trials: int = Field(
+        2,
+        ge=1,
+        description="finished earlier trials that must have reached a validation before it "
+        "can prune there",
+    )
+
+    @field_validator("select_on")
+    @classmethod
+    def _unique_select_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"seeds repeat: {value}")
+        return value
 
     def spaces(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @property
+    def prunes(self) -> bool:
+        return self.pruner != "none"
+
 
 class MethodSpec(_Strict):
+    """``[methods.NAME]``: one method of the comparison: its registered kind, its name in the
+    report, where it runs, and its typed parameters."""
+
     kind: str = Field(description="registered method kind, e.g. 'bprmf'")
     label: str | None = Field(None, description="name shown in reports (default: the table key)")
     datasets: list[str] | None = Field(None, description="restrict to these datasets")
     domains: list[str] | None = Field(None, description="evaluate only these domains")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the method's typed parameters; unset ones keep their defaults",
+    )
     search: SearchSpec | None = Field(None, description="hyperparameter search on validation")
     matmul_precision: MatmulPrecision | None = Field(
         None, description="overrides experiment.matmul_precision for this method"
@@ -165,10 +282,17 @@ class MethodSpec(_Strict):
 
 
 class Spec(_Strict):
-    experiment: ExperimentSpec
-    datasets: dict[str, DatasetSpec] = Field(min_length=1)
-    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
-    methods: dict[str, MethodSpec] = Field(min_length=1)
+    experiment: ExperimentSpec = Field(description="name, seeds, device and outputs")
+    datasets: dict[str, DatasetSpec] = Field(
+        min_length=1, description="one table per dataset, keyed by the name results use"
+    )
+    protocol: ProtocolSpec = Field(
+        default_factory=ProtocolSpec,
+        description="split, candidates, cut-offs and tie rule shared by every cell",
+    )
+    methods: dict[str, MethodSpec] = Field(
+        min_length=1, description="one table per method, keyed by the name results use"
+    )
 
     @field_validator("datasets", "methods")
     @classmethod

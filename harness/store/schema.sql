@@ -2,8 +2,10 @@
 -- Stable interface for SQL: the views per_user, per_user_full, seed_results, leaderboard,
 -- cell_status, timings, training_curves. Column names of these views only ever grow.
 
+-- Store-level key/value settings (schema_version: the layout of this file).
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
+-- One row per `harness run`: spec, code revision, versions, machine, threads and status.
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,
     experiment VARCHAR,
@@ -28,6 +30,7 @@ CREATE TABLE IF NOT EXISTS runs (
     workers INTEGER            -- training processes side by side
 );
 
+-- One row per prepared dataset, keyed by its content fingerprint.
 CREATE TABLE IF NOT EXISTS datasets (
     dataset_fingerprint VARCHAR PRIMARY KEY,
     name VARCHAR,
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS datasets (
     created_at TIMESTAMP
 );
 
+-- Users, items and interactions of each domain of a prepared dataset.
 CREATE TABLE IF NOT EXISTS dataset_domains (
     dataset_fingerprint VARCHAR,
     domain VARCHAR,
@@ -46,6 +50,7 @@ CREATE TABLE IF NOT EXISTS dataset_domains (
     PRIMARY KEY (dataset_fingerprint, domain)
 );
 
+-- The dense user index of a dataset and the user id of the source data.
 CREATE TABLE IF NOT EXISTS users (
     dataset_fingerprint VARCHAR,
     user_idx INTEGER,
@@ -53,6 +58,7 @@ CREATE TABLE IF NOT EXISTS users (
     PRIMARY KEY (dataset_fingerprint, user_idx)
 );
 
+-- One row per stored split + candidate lists (dataset fingerprint x protocol), with its rule.
 CREATE TABLE IF NOT EXISTS candidate_sets (
     candidate_set_id VARCHAR PRIMARY KEY,   -- hash(dataset fingerprint, protocol fingerprint)
     content_hash VARCHAR,                   -- sha256 over every stored list
@@ -67,6 +73,7 @@ CREATE TABLE IF NOT EXISTS candidate_sets (
     created_at TIMESTAMP
 );
 
+-- The fixed candidate list of every held-out case: its positive and the sampled negatives.
 CREATE TABLE IF NOT EXISTS candidates (
     candidate_set_id VARCHAR,
     split VARCHAR,             -- valid | test
@@ -76,6 +83,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     negatives INTEGER[]
 );
 
+-- One row per trained (or imported) cell, keyed by its content address: status, cost, device.
 CREATE TABLE IF NOT EXISTS cells (
     cell_id VARCHAR PRIMARY KEY,            -- content address of the work (see runner.cells)
     run_id VARCHAR,
@@ -103,8 +111,8 @@ CREATE TABLE IF NOT EXISTS cells (
 -- Where a cell's rows came from: NULL or 'run' (trained here), 'bundle' (imported, see
 -- harness import); the bundle file it came from. Added after the first release: older stores
 -- gain the columns on open.
-ALTER TABLE cells ADD COLUMN IF NOT EXISTS origin VARCHAR;
-ALTER TABLE cells ADD COLUMN IF NOT EXISTS bundle VARCHAR;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS origin VARCHAR;   -- NULL or 'run': trained here; 'bundle': imported
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS bundle VARCHAR;   -- the bundle file an imported cell came from
 
 -- `harness verify`: a stored cell retrained and its per-user rows compared.
 CREATE TABLE IF NOT EXISTS verifications (
@@ -112,7 +120,7 @@ CREATE TABLE IF NOT EXISTS verifications (
     verified_at TIMESTAMP,
     device VARCHAR,                         -- where the retraining ran
     stored_device VARCHAR,                  -- where the stored rows were computed
-    rule VARCHAR,                           -- exact | tolerance (a different device kind)
+    rule VARCHAR,                           -- exact | equivalence (other float kernels)
     n_rows INTEGER,
     n_rows_differ INTEGER,                  -- rows whose metrics, rank or ties differ at all
     max_abs_diff DOUBLE,                    -- largest |difference| of hr / ndcg / mrr / rank
@@ -136,6 +144,7 @@ CREATE TABLE IF NOT EXISTS plan_cells (
     PRIMARY KEY (experiment, dataset, method, seed)
 );
 
+-- Per-user metrics of every cell: one row per (cell, ranking, domain, user, K).
 CREATE TABLE IF NOT EXISTS user_metrics (
     cell_id VARCHAR,
     ranking VARCHAR,                        -- sampled | full
@@ -151,6 +160,7 @@ CREATE TABLE IF NOT EXISTS user_metrics (
     n_train_total INTEGER
 );
 
+-- Training curves: one value (loss, valid_ndcg, train_s, ...) per cell, stage, domain, epoch.
 CREATE TABLE IF NOT EXISTS curves (
     cell_id VARCHAR,
     stage VARCHAR,
@@ -257,6 +267,7 @@ CREATE TABLE IF NOT EXISTS search_trials (
     PRIMARY KEY (experiment, dataset, method, seed, trial)
 );
 
+-- The selected trial of each searched method and seed, and the trial counts behind it.
 CREATE TABLE IF NOT EXISTS search_selections (
     experiment VARCHAR,
     dataset VARCHAR,
@@ -275,3 +286,39 @@ CREATE TABLE IF NOT EXISTS search_selections (
     selected_at TIMESTAMP,
     PRIMARY KEY (experiment, dataset, method, seed)
 );
+
+-- Provenance of a plugin method (docs/plugins.md): the installed distribution and its version
+-- that computed the cell; NULL for built-in methods. Not part of the cell id, which depends on
+-- the method's own `version` only.
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS method_distribution VARCHAR;  -- plugin distribution (NULL: built-in)
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS method_distribution_version VARCHAR;  -- its installed version
+
+-- Search budgets and pruning (issue 24): a selection made once per method on `select_on` seeds
+-- (JSON list; NULL: a selection per seed) with the mean validation score it was made on,
+-- trials stopped by their pruning rule (cells.status 'pruned'), and each trial's rule (JSON:
+-- the part of its cell identity that says what could stop it; NULL: none).
+ALTER TABLE search_selections ADD COLUMN IF NOT EXISTS trials_pruned INTEGER;
+ALTER TABLE search_selections ADD COLUMN IF NOT EXISTS select_on VARCHAR;
+ALTER TABLE search_selections ADD COLUMN IF NOT EXISTS select_score DOUBLE;
+ALTER TABLE search_trials ADD COLUMN IF NOT EXISTS prune VARCHAR;
+
+-- Datasets known only from a published data card (harness/store/datacard.py): false until the
+-- real data is prepared into this store (NULL: prepared from the data, as before the column).
+ALTER TABLE datasets ADD COLUMN IF NOT EXISTS checked BOOLEAN;
+
+-- What computed a cell, as far as it selects float kernels (JSON: CPU model, instruction sets,
+-- torch / BLAS / oneDNN versions, threads; GPU, CUDA, driver): harness verify demands exact
+-- equality only where it matches (harness/provenance.py). NULL for cells from before it.
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS hardware VARCHAR;
+
+-- harness verify's rule in full (harness/runner/verify.py): why it applied, the equivalence
+-- margin and its settings, the TOST p-value, both hardware fingerprints, every comparison.
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS reason VARCHAR;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS margin DOUBLE;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS std_fraction DOUBLE;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS min_margin DOUBLE;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS tost_p DOUBLE;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS worst VARCHAR;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS hardware VARCHAR;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS stored_hardware VARCHAR;
+ALTER TABLE verifications ADD COLUMN IF NOT EXISTS checks VARCHAR;

@@ -353,9 +353,11 @@ class Store:
         user_ids: np.ndarray,
         domains: pl.DataFrame,
     ) -> None:
-        if self.con.execute(
-            "SELECT 1 FROM datasets WHERE dataset_fingerprint = ?", [fingerprint]
-        ).fetchall():
+        known = self.con.execute(
+            "SELECT coalesce(checked, true) FROM datasets WHERE dataset_fingerprint = ?",
+            [fingerprint],
+        ).fetchall()
+        if known and known[0][0]:
             return
         users = pl.DataFrame(
             {
@@ -366,8 +368,21 @@ class Store:
         )
         domains = domains.with_columns(pl.lit(fingerprint).alias("dataset_fingerprint"))
         with self.transaction():
+            if known:  # a data card's rows (harness.store.datacard): the real data replaces
+                # them, its candidate counts included (the lists are built from the data)
+                for table in ("candidates", "train_counts"):
+                    self.con.execute(
+                        f"DELETE FROM {table} WHERE candidate_set_id IN (SELECT candidate_set_id "
+                        f"FROM candidate_sets WHERE dataset_fingerprint = ?)",
+                        [fingerprint],
+                    )
+                for table in ("candidate_sets", "datasets", "users", "dataset_domains"):
+                    self.con.execute(
+                        f"DELETE FROM {table} WHERE dataset_fingerprint = ?", [fingerprint]
+                    )
             self.con.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO datasets (dataset_fingerprint, name, loader, source, n_users, "
+                "created_at, checked) VALUES (?, ?, ?, ?, ?, ?, true)",
                 [fingerprint, name, loader, json.dumps(source, default=str), len(user_ids), _now()],
             )
             self.con.register("users_df", users)
@@ -458,10 +473,12 @@ class Store:
                 self.con.unregister("cand_df")
 
     def load_candidates(self, set_id: str, domains: list[str]) -> CandidateSet | None:
-        """The stored set, verified against its content hash; None when absent."""
+        """The stored set, verified against its content hash; None when absent or when only a
+        data card's counts are stored (the lists are then built from the data and replace it)."""
         rows = self.con.execute(
-            "SELECT content_hash, split_seed, n_negatives FROM candidate_sets "
-            "WHERE candidate_set_id = ?",
+            "SELECT content_hash, split_seed, n_negatives FROM candidate_sets s "
+            "JOIN datasets d USING (dataset_fingerprint) "
+            "WHERE candidate_set_id = ? AND coalesce(d.checked, true)",
             [set_id],
         ).fetchall()  # fetchall: DuckDB 2 refuses new work while a result is unfinished
         if not rows:

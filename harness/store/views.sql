@@ -1,5 +1,7 @@
--- Documented views: the stable SQL interface (see README "Querying results").
--- Metric values are fractions in [0, 1]; reports multiply by 100.
+-- Documented views: the stable SQL interface (docs/querying.md; docs/reference/sql.md is
+-- generated from this file by `python -m harness.docgen`). The comment lines directly above
+-- each CREATE are its purpose on that page: keep one there. Metric values are fractions in
+-- [0, 1]; reports multiply by 100.
 
 -- One row per planned cell. `epochs` and `best_epoch` are what the method reports: BPRMF sums
 -- epochs over its per-domain models and reports the latest best epoch over domains; UCLR sums
@@ -28,6 +30,7 @@ SELECT p.experiment, p.dataset, p.method, p.display_name, p.kind, p.family, p.se
        c.threads
 FROM plan_cells p LEFT JOIN cells c USING (cell_id);
 
+-- Every per-user metric row of the planned, finished cells, both rankings (`ranking`).
 CREATE OR REPLACE VIEW per_user_all AS
 SELECT p.experiment, p.dataset, p.method, p.kind, p.family, p.seed, m.ranking, m.domain,
        u.user_id, m.user_idx, m.k, m.hr, m.ndcg, m.mrr, m.rank, m.ties,
@@ -64,6 +67,7 @@ SELECT experiment, dataset, method, family, ranking, domain, k,
 FROM seed_results
 GROUP BY ALL;
 
+-- Training and inference seconds per method (mean and std over its finished seeds; Table 7).
 CREATE OR REPLACE VIEW timings AS
 SELECT experiment, dataset, method, count(*) AS n_seeds, avg(train_s) AS train_s,
        avg(infer_s) AS infer_s, avg(epochs) AS epochs,
@@ -89,6 +93,7 @@ JOIN cells c ON c.cell_id = k.cell_id AND c.status = 'done'
 WHERE k.name = 'train_s'
 GROUP BY ALL;
 
+-- Every logged training value (losses, valid_ndcg, seconds) per cell, stage, domain, epoch.
 CREATE OR REPLACE VIEW training_curves AS
 SELECT p.experiment, p.dataset, p.method, p.seed, k.stage, k.domain, k.epoch, k.name, k.value
 FROM curves k JOIN plan_cells p ON p.cell_id = k.cell_id;
@@ -104,11 +109,12 @@ JOIN users u ON u.dataset_fingerprint = c.dataset_fingerprint AND u.user_idx = v
 LEFT JOIN (SELECT candidate_set_id, user_idx, sum(n_train) AS n_train_total FROM train_counts
            GROUP BY ALL) a ON a.candidate_set_id = c.candidate_set_id AND a.user_idx = v.user_idx;
 
+-- UCLR's learned per-user temperatures (user_outputs rows named 'temperature').
 CREATE OR REPLACE VIEW temperatures AS
 SELECT * EXCLUDE (name), value AS temperature FROM user_outputs WHERE name = 'temperature';
 
 -- ---------------------------------------------------------------------------------------------
--- Report views (README "Querying results"): activity buckets, sparse users, paired statistics.
+-- Report views (docs/report.md, docs/querying.md): activity buckets, sparse users, paired statistics.
 -- Activity buckets follow `report_settings` (written by the report from the spec) and fall back
 -- to the protocol stored with the candidate set.
 
@@ -117,6 +123,7 @@ CREATE OR REPLACE VIEW experiment_datasets AS
 SELECT DISTINCT p.experiment, p.dataset, c.dataset_fingerprint, c.candidate_set_id
 FROM plan_cells p JOIN cells c USING (cell_id);
 
+-- Each experiment's dataset with its candidate set, protocol, activity buckets and sparse bound.
 CREATE OR REPLACE VIEW experiment_protocol AS
 SELECT e.experiment, e.dataset, e.dataset_fingerprint, e.candidate_set_id, s.content_hash,
        s.protocol,
@@ -190,7 +197,7 @@ JOIN activity_buckets b
  AND b.candidate_set_id = m.candidate_set_id
  AND m.n_train_domain >= b.lo AND m.n_train_domain <= coalesce(b.hi, 2147483647);
 
--- Per-seed means within each activity bucket, then mean and sample std over seeds.
+-- Per-seed means within each activity bucket of training interactions in the domain.
 CREATE OR REPLACE VIEW bucket_seed_results AS
 SELECT experiment, dataset, method, family, seed, ranking, domain, k, bucket, bucket_label,
        bucket_lo, bucket_hi, count(*) AS n_users, avg(hr) AS hr, avg(ndcg) AS ndcg,
@@ -198,6 +205,7 @@ SELECT experiment, dataset, method, family, seed, ranking, domain, k, bucket, bu
 FROM per_user_buckets
 GROUP BY ALL;
 
+-- Mean and sample std over seeds of bucket_seed_results (Table 3's activity breakdown).
 CREATE OR REPLACE VIEW bucket_summary AS
 SELECT experiment, dataset, method, family, ranking, domain, k, bucket, bucket_label, bucket_lo,
        bucket_hi, count(*) AS n_seeds, max(n_users) AS n_users,
@@ -207,13 +215,14 @@ SELECT experiment, dataset, method, family, ranking, domain, k, bucket, bucket_l
 FROM bucket_seed_results
 GROUP BY ALL;
 
--- Sparse users (1..sparse_max training interactions in the domain; paper Table 3).
+-- Per-seed means over sparse users (1..sparse_max training interactions in the domain).
 CREATE OR REPLACE VIEW sparse_seed_results AS
 SELECT experiment, dataset, method, family, seed, ranking, domain, k, count(*) AS n_users,
        avg(hr) AS hr, avg(ndcg) AS ndcg, avg(mrr) AS mrr
 FROM per_user_buckets WHERE is_sparse
 GROUP BY ALL;
 
+-- Mean and sample std over seeds of sparse_seed_results (paper Table 3).
 CREATE OR REPLACE VIEW sparse_summary AS
 SELECT experiment, dataset, method, family, ranking, domain, k, count(*) AS n_seeds,
        max(n_users) AS n_users,

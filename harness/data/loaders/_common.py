@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.data.dataset import Dataset, DomainData, HeldOut
 from harness.errors import HarnessError
@@ -64,7 +64,11 @@ class LoaderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     loader: str
-    domains: list[str] | None = None  # None: every domain the source has
+    domains: list[str] | None = Field(
+        None,
+        description="domains to load, by the loader's domain names (default: every domain the "
+        "source has); methods are evaluated on these",
+    )
 
     def required_files(self, base_dir: Path) -> list[tuple[Path, str]]:
         """Files (with a hint on where to get each) that must exist; checked without loading."""
@@ -226,7 +230,12 @@ class BadRowsOption(BaseModel):
     line; "skip" drops malformed rows and records how many (per file and rule) in the dataset's
     provenance (``source["bad_rows"]``) and in ``harness data stats``."""
 
-    on_bad_rows: OnBadRows = "error"
+    on_bad_rows: OnBadRows = Field(
+        "error",
+        description="a malformed row: 'error' stops with its file and line (exit 3); 'skip' "
+        "drops it and counts it per file and rule in the dataset's provenance, so in its "
+        "fingerprint, `harness data stats` and the report's Table 1",
+    )
 
 
 @dataclass(frozen=True)

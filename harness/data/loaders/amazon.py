@@ -65,16 +65,36 @@ _MASK = (1 << 64) - 1
 
 
 class AmazonConfig(BadRowsOption, LoaderConfig):
-    """``path``: directory holding the ``files`` (domain -> file name)."""
+    """McAuley's Amazon 2014 "ratings only" CSVs (``user,item,rating,timestamp``), one per
+    category, in the folder ``path``. Preprocessing, in this order: ratings >= ``min_rating``,
+    the seeded item deletion, one interaction per (user, item) keeping the latest timestamp,
+    then the ``keep_users`` filter."""
 
     loader: Literal["amazon"] = "amazon"
-    path: str
-    files: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FILES))
-    keep_users: KeepUsers = "all_domains"
-    item_drop_fraction: float = Field(0.7, ge=0.0, lt=1.0)
-    item_drop_seed: int = 0
-    min_rating: float | None = None
-    implicit: Literal[True] = True  # the Dataset model is implicit-only
+    path: str = Field(description="folder holding the `files`")
+    files: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FILES),
+        description="domain -> file name in `path`: the 'ratings only' CSV of that category",
+    )
+    keep_users: KeepUsers = Field(
+        "all_domains",
+        description="'all_domains' (the paper): only users with an interaction in every chosen "
+        "domain; 'any': every user",
+    )
+    item_drop_fraction: float = Field(
+        0.7,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of each domain's items deleted before the user filter (the "
+        "paper: 70%); an item's fate is a seeded hash of its id",
+    )
+    item_drop_seed: int = Field(0, description="seed of the item deletion")
+    min_rating: float | None = Field(
+        None, description="keep only ratings >= this (default: every rating is an interaction)"
+    )
+    implicit: Literal[True] = Field(
+        True, description="ratings become implicit interactions (the only mode)"
+    )
 
     @field_validator("files")
     @classmethod

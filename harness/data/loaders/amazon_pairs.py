@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from harness.data.dataset import Dataset
 from harness.data.loaders._common import (
@@ -50,12 +50,18 @@ HINT = (
 
 
 class AmazonPairsConfig(BadRowsOption, LoaderConfig):
-    """``path``: the amazon-pairs directory; ``pair``: e.g. "cloth_sport" (domains cloth, sport)."""
+    """The DisenCDR pairs: pair X_Y keeps domain X in ``X_Y/`` and domain Y in ``Y_X/``, each
+    with ``train.txt`` and the test file; the release's test item is kept as the test case
+    (pre-split), and users are shared within the pair."""
 
     loader: Literal["amazon_pairs"] = "amazon_pairs"
-    path: str
-    pair: str
-    test_file: Literal["test", "test_original"] = "test"
+    path: str = Field(description="the amazon-pairs folder (one X_Y/ and Y_X/ folder per pair)")
+    pair: str = Field(description='the pair X_Y, e.g. "cloth_sport": domains X and Y, users shared')
+    test_file: Literal["test", "test_original"] = Field(
+        "test",
+        description="'test': test.txt, the file DisenCDR evaluates on (test items seen in "
+        "training); 'test_original': one test item per user, cold items included",
+    )
 
     @field_validator("pair")
     @classmethod

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
+from pydantic import Field
 
 from harness.data.dataset import Dataset
 from harness.data.loaders._common import (
@@ -40,20 +41,31 @@ DOMAIN_FILES: dict[str, tuple[str, ...]] = {
 }
 
 HINT = (
-    "Douban ratings come from the GA-DTCDR release (github.com/fengzhu1/GA-DTCDR; the full "
-    "three-domain raw data is linked from its README on ResearchGate: "
-    "researchgate.net/publication/350793434, see shared/data/douban/UPSTREAM-README.md); "
-    "expected a TSV 'user_id<TAB>item_id<TAB>rating' without header named {names}"
+    "Douban ratings come from the GA-DTCDR release (github.com/fengzhu1/GA-DTCDR, its Data "
+    "folder; `harness data fetch douban` and `harness data fetch douban-movies` place them "
+    "in the data home); expected a TSV 'user_id<TAB>item_id<TAB>rating' without header "
+    "named {names}"
 )
 
 
 class DoubanConfig(BadRowsOption, LoaderConfig):
-    """``path``: directory with the domain TSVs (relative paths resolve against the base dir)."""
+    """Douban ratings, one TSV per domain (``user_id<TAB>item_id<TAB>rating``, a header line
+    tolerated) in the folder ``path``; every rating is one implicit interaction and user ids
+    are shared across domains. There are no timestamps, so the split order is seeded."""
 
     loader: Literal["douban"] = "douban"
-    path: str
-    keep_users: KeepUsers = "any"
-    min_rating: int | None = None
+    path: str = Field(
+        description="folder with one TSV per domain (books.tsv, movies.tsv, music.tsv; "
+        "book.tsv and movie.tsv are accepted too)"
+    )
+    keep_users: KeepUsers = Field(
+        "any",
+        description="'any': every user with an interaction in a chosen domain; 'all_domains': "
+        "only users with one (training or held out) in every chosen domain",
+    )
+    min_rating: int | None = Field(
+        None, description="keep only ratings >= this (default: every rating is an interaction)"
+    )
 
     def domain_files(self, base_dir: Path) -> dict[str, Path]:
         """Domain -> file to read: the chosen domains, or (default) every domain file found.

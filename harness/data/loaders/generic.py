@@ -53,13 +53,26 @@ HINT = (
 
 
 class InteractionsConfig(BadRowsOption, LoaderConfig):
-    """``columns`` maps our names (user, item, domain, timestamp) to the file's column names."""
+    """Any source, converted once to one long file: a row per interaction with user, item,
+    domain and, optionally, an integer timestamp (then the split takes the latest as test).
+    CSV and TSV need a header line; ``columns`` maps our names to the file's where they
+    differ."""
 
     loader: Literal["interactions"] = "interactions"
-    path: str
-    format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
-    columns: dict[str, str] = Field(default_factory=dict)
-    keep_users: KeepUsers = "any"
+    path: str = Field(description="the interactions file (CSV, TSV or Parquet)")
+    format: Literal["auto", "csv", "tsv", "parquet"] = Field(
+        "auto", description="file format; 'auto' decides by the file suffix"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="our column name (user, item, domain, timestamp) -> the file's, for "
+        "names that differ",
+    )
+    keep_users: KeepUsers = Field(
+        "any",
+        description="'any': every user with an interaction in a chosen domain; 'all_domains': "
+        "only users with one (training or held out) in every chosen domain",
+    )
 
     @field_validator("columns")
     @classmethod

@@ -24,22 +24,66 @@ PerDomain = dict[str, int] | list[int] | None
 
 
 class SyntheticConfig(LoaderConfig):
-    """Preset plus overrides; unset (None) fields keep the preset's value."""
+    """Seeded synthetic data with a planted cross-domain preference (nothing is read from
+    disk): a preset plus overrides; unset keys keep the preset's value."""
 
     loader: Literal["synthetic"] = "synthetic"
-    preset: Literal["quickstart", "amazon", "custom"] = "quickstart"
-    seed: int = 0
-    n_users: int | None = Field(None, ge=1)
-    n_items: PerDomain = None
-    n_interactions: PerDomain = None
-    latent_dim: int | None = Field(None, ge=1)
-    n_clusters: int | None = Field(None, ge=1)
-    shared_weight: float | None = Field(None, ge=0.0, le=1.0)
-    temperature: float | None = Field(None, gt=0.0)
-    activity_sigma: float | None = Field(None, ge=0.0)
-    domain_activity_sigma: float | None = Field(None, ge=0.0)
-    popularity_exponent: float | None = Field(None, ge=0.0)
-    max_user_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    preset: Literal["quickstart", "amazon", "custom"] = Field(
+        "quickstart",
+        description="'quickstart': 1,500 users, three small domains; 'amazon': shaped like the "
+        "paper's Amazon (26,507 users); 'custom': no preset, n_users, domains, n_items and "
+        "n_interactions required",
+    )
+    seed: int = Field(0, description="seed of every random stream of the generator")
+    n_users: int | None = Field(None, ge=1, description="users (unset: the preset's)")
+    n_items: PerDomain = Field(
+        None,
+        description="items with at least one interaction per domain: {domain = n} or a list in "
+        "domain order (unset: the preset's)",
+    )
+    n_interactions: PerDomain = Field(
+        None,
+        description="distinct (user, item) pairs per domain, as n_items (unset: the preset's)",
+    )
+    latent_dim: int | None = Field(
+        None, ge=1, description="dimension r of the user and cluster latents (unset: 16)"
+    )
+    n_clusters: int | None = Field(
+        None, ge=1, description="item clusters K per domain (unset: the preset's)"
+    )
+    shared_weight: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="weight a of the user's cross-domain latent against the per-domain one: "
+        "0 = no shared signal, 1 = the same taste everywhere (unset: 0.6)",
+    )
+    temperature: float | None = Field(
+        None,
+        gt=0.0,
+        description="softmax temperature of cluster preferences; lower = sharper taste "
+        "(unset: 0.5)",
+    )
+    activity_sigma: float | None = Field(
+        None, ge=0.0, description="log-normal sigma of a user's overall activity (unset: 1.0)"
+    )
+    domain_activity_sigma: float | None = Field(
+        None,
+        ge=0.0,
+        description="log-normal sigma of a user's activity per domain (unset: 0.75)",
+    )
+    popularity_exponent: float | None = Field(
+        None,
+        ge=0.0,
+        description="Zipf exponent of item popularity within a cluster; 0 = uniform (unset: 0.8)",
+    )
+    max_user_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="most interactions one user may have in a domain, as a fraction of its "
+        "items (unset: 0.05)",
+    )
 
     @model_validator(mode="after")
     def _resolvable(self) -> SyntheticConfig:
