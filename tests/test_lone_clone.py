@@ -53,18 +53,21 @@ def test_the_published_leaderboard_renders_without_the_data(clone, name):
     out = clone / "results" / name
     result = cli("report", spec, "--out", out, "--bootstrap", "200")
     assert result.exit_code == 0, result.output
-    assert "39 imported" in result.output and "0 rejected" in result.output
+    n_cells = len(list((clone / "leaderboard" / name).glob("*.parquet")))
+    assert n_cells >= 39 and f"{n_cells} imported" in result.output, result.output
+    assert "0 rejected" in result.output
     index = (out / "report" / "index.html").read_text(encoding="utf-8")
     pages = [p.read_text(encoding="utf-8") for p in (out / "report").glob("dataset-*.html")]
     assert all("Not yet checked against the data" in page for page in [index, *pages])
     expected = labels(clone / "leaderboard" / name)
-    assert len(expected) == 13 and all(label in pages[0] for label in expected)
+    assert len(expected) >= 13 and all(label in pages[0] for label in expected)
     plan = cli("plan", spec, "--out", out)
     assert plan.exit_code == 0, plan.output
-    assert "done: 39" in plan.output and "not yet checked against the data" in plan.output
+    assert f"done: {n_cells}" in plan.output, plan.output
+    assert "not yet checked against the data" in plan.output
     board = cli("sql", "--out", out, "--format", "csv",
                 "SELECT DISTINCT method FROM leaderboard WHERE k = 10")  # fmt: skip
-    assert board.exit_code == 0 and len(board.output.strip().splitlines()) == 1 + 13
+    assert board.exit_code == 0 and len(board.output.strip().splitlines()) == 1 + len(expected)
 
 
 def test_a_spec_without_data_or_published_results_fails_in_one_line(clone):

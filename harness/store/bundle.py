@@ -34,6 +34,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "bundle_table",
+    "conform",
     "read_bundle",
     "rows_digest",
     "write_bundle",
@@ -110,16 +111,17 @@ def bundle_table(metrics: pl.DataFrame, curves: pl.DataFrame, values: pl.DataFra
         values.select(VALUE_COLUMNS).with_columns(part=pl.lit("value")),
     ]
     frame = pl.concat(
-        [_conform(p) for p in parts if len(p)] or [_conform(pl.DataFrame())], how="vertical"
+        [conform(p) for p in parts if len(p)] or [conform(pl.DataFrame())], how="vertical"
     )
     return frame.sort(SORT, nulls_last=False)
 
 
-def _conform(frame: pl.DataFrame) -> pl.DataFrame:
+def conform(frame: pl.DataFrame, columns: dict[str, pl.DataType] = COLUMNS) -> pl.DataFrame:
+    """``frame`` with exactly ``columns``, in order and type; absent ones are null."""
     return frame.select(
         [
             (pl.col(c) if c in frame.columns else pl.lit(None)).cast(dtype).alias(c)
-            for c, dtype in COLUMNS.items()
+            for c, dtype in columns.items()
         ]
     )
 
@@ -187,7 +189,7 @@ def read_bundle(path: Path) -> Bundle:
     missing = [c for c in COLUMNS if c not in arrow.column_names]
     if missing:
         raise BundleError(f"bundle {path}: columns {missing} are missing")
-    table = _conform(pl.from_arrow(arrow.replace_schema_metadata(None)))
+    table = conform(pl.from_arrow(arrow.replace_schema_metadata(None)))
     if rows_digest(table) != meta.get("digest"):
         raise BundleError(
             f"bundle {path}: its rows do not match the digest it carries (edited or damaged)"

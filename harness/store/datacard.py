@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.store.bundle import BundleError
+from harness.store.bundle import BundleError, conform
 from harness.store.store import fetch
 
 __all__ = [
@@ -155,12 +155,7 @@ def _one(con: Any, sql: str, key: str) -> dict[str, Any]:
 
 
 def _conform(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select(
-        [
-            (pl.col(c) if c in frame.columns else pl.lit(None)).cast(dtype).alias(c)
-            for c, dtype in COLUMNS.items()
-        ]
-    ).sort(["part", "domain", "split", "user_idx"], nulls_last=False)
+    return conform(frame, COLUMNS).sort(["part", "domain", "split", "user_idx"], nulls_last=False)
 
 
 def read_card(path: Path) -> DataCard:
