@@ -291,15 +291,24 @@ def fetch_entry(
         TimeRemainingColumn(),
     )
     console = console or Console(stderr=True)
+    failed: list[FetchError] = []
     with Progress(*columns, console=console, transient=not console.is_terminal) as progress:
-        for remote in todo:
-            _source, sha = fetch_file(
-                entry, remote, mirror, home, progress, retries, backoff_s, timeout_s
-            )
+        for remote in todo:  # a file that fails does not stop the others
+            try:
+                _source, sha = fetch_file(
+                    entry, remote, mirror, home, progress, retries, backoff_s, timeout_s
+                )
+            except FetchError as exc:
+                failed.append(exc)
+                continue
             report.fetched.append(remote.path)
             if not remote.pinned:
                 size = (entry_dir(entry, home) / remote.path).stat().st_size
                 report.unpinned.append((remote.path, size, sha))
+    if failed:
+        done = f"{report.summary()}; " if report.fetched or report.verified else ""
+        more = f" ({len(failed) - 1} more file(s) failed too)" if len(failed) > 1 else ""
+        raise FetchError(f"{done}{failed[0]}{more}")
     return report
 
 
