@@ -10,7 +10,7 @@ epoch times.
 
     python benchmarks/methods_speed.py                       # Amazon-shaped preset, all methods
     python benchmarks/methods_speed.py --methods lightgcn neumf --epochs 2 --threads 1
-    python benchmarks/methods_speed.py --dataset douban      # ../shared/data/douban
+    python benchmarks/methods_speed.py --dataset douban      # the data home's Douban (fetched)
 
 The last line is one JSON object: {method: {fit_s, stages: {stage[/domain]: {...}}}}.
 """

@@ -6,7 +6,7 @@ pair); stage B the contrastive autoencoder (one epoch = one pass over the users 
 each step with an independent batch of users for L_combined). Paper settings unless overridden.
 
     python benchmarks/uclr_speed.py                        # Amazon-shaped preset (26,507 users)
-    python benchmarks/uclr_speed.py --dataset douban       # ../shared/data/douban, books + music
+    python benchmarks/uclr_speed.py --dataset douban       # the data home's douban (fetch it first)
     python benchmarks/uclr_speed.py --dataset quickstart --ladder --epochs 30
         # also: train pge … uclr with up to --epochs epochs per stage, print validation NDCG@10
     python benchmarks/uclr_speed.py --stage-c-reference --epochs 6
@@ -31,7 +31,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from harness.data.home import entry_dir  # noqa: E402
 from harness.data.loaders import get_loader  # noqa: E402
+from harness.data.registry import get_entry  # noqa: E402
 from harness.evaluation.evaluator import CandidateValidator, TensorCandidates  # noqa: E402
 from harness.protocol.candidates import build_candidates  # noqa: E402
 from harness.protocol.split import leave_one_out  # noqa: E402
@@ -54,7 +56,7 @@ CONFIGS = {
     "quickstart": {"loader": "synthetic", "preset": "quickstart"},
     "douban": {
         "loader": "douban",
-        "path": str(REPO.parent / "shared" / "data" / "douban"),
+        "path": str(entry_dir(get_entry("douban"))),  # `harness data fetch douban` first
         "domains": ["books", "music"],
         "keep_users": "all_domains",
     },

@@ -511,8 +511,8 @@ otherwise). `harness methods` prints the same list in a terminal.
 old cells show as stale until recomputed ([Reproducibility](../reproducibility.md)).
 **family** groups the rows of the report's tables (single-domain, cross-domain, ours).
 Adding one: [Your method on the leaderboard](../add-a-method.md). The implementation notes cite
-the project's method specifications as "methods.md §N" (`../shared/docs/methods.md`, beside the
-repository) and tag reconstructed choices [RECON]: each of those is a parameter.
+the project's method specifications as "methods.md §N" (the team's design notes, not shipped
+with the repository) and tag reconstructed choices [RECON]: each of those is a parameter.
 """
 
 
