@@ -18,6 +18,7 @@ from harness.search.space import Dimension
 from harness.search.strategies import random_points, tpe_points
 from harness.spec.load import SpecError, load_spec
 from harness.spec.schema import ProtocolSpec
+from tests.conftest import require_spec_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,7 @@ def test_spec_without_search_plans_exactly_the_same_cells(monkeypatch):
     # cell ids of specs/bprmf_reg_douban.toml (real Douban) before the search existed (code
     # version held fixed, so a method's version bump does not change this golden list)
     monkeypatch.setattr(cells_mod, "code_version", lambda kind: "fixed")
+    require_spec_data(REPO / "specs" / "bprmf_reg_douban.toml")
     loaded = load_spec(REPO / "specs" / "bprmf_reg_douban.toml")
     tasks = _tasks(loaded)
     golden = [
