@@ -101,3 +101,21 @@ def test_real_data_tests_skip_with_the_fetch_command_or_fail_when_required(
     )  # fmt: skip
     assert outcome in run.stdout, run.stdout  # required: the data fixture fails the test
     assert "harness data fetch douban" in run.stdout
+
+
+def test_once_the_data_is_fetched_the_bundles_are_checked_and_the_label_goes(clone, monkeypatch):
+    spec = clone / "specs" / "douban.toml"
+    out = clone / "results" / "douban"
+    assert cli("report", spec, "--out", out, "--bootstrap", "100").exit_code == 0
+    index = out / "report" / "index.html"
+    assert "Not yet checked against the data" in index.read_text(encoding="utf-8")
+    monkeypatch.delenv("HARNESS_DATA_OFFLINE")
+    monkeypatch.delenv("HARNESS_DATA")  # the real data home (fetched there if needed)
+    from tests.conftest import real_data_home
+
+    monkeypatch.setenv("HARNESS_DATA", str(real_data_home("douban")))
+    again = cli("report", spec, "--out", out, "--bootstrap", "100")
+    assert again.exit_code == 0 and "0 rejected" in again.output, again.output
+    assert "Not yet checked against the data" not in index.read_text(encoding="utf-8")
+    plan = cli("plan", spec, "--out", out)
+    assert "not yet checked" not in plan.output
