@@ -680,6 +680,7 @@ def sql(
     The query runs in a sandbox: it can read this store and nothing else (DuckDB external
     access disabled and configuration locked: no other files, no writes, no extensions)."""
     import duckdb
+    import polars as pl
 
     from harness.store.store import StoreLocked, connect_sandbox, fetch
 
@@ -722,7 +723,11 @@ def sql(
         raise typer.Exit(2) from None
     finally:
         con.close()
-    if fmt == "csv":
+    if fmt == "csv":  # CSV has no lists or structs: such cells are written as JSON text
+        nested = [c for c, dtype in frame.schema.items() if dtype.is_nested()]
+        frame = frame.with_columns(
+            pl.Series(c, [json.dumps(v, default=str) for v in frame[c].to_list()]) for c in nested
+        )
         sys.stdout.write(frame.write_csv())
     elif fmt == "json":
         sys.stdout.write(json.dumps(frame.to_dicts(), default=str, indent=1) + "\n")

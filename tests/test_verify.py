@@ -172,3 +172,11 @@ def test_tost_needs_the_whole_interval_inside_the_margin():
     shifted = _rows(base + 0.03)
     assert not compare_rows(_rows(base), shifted, "equivalence", None, rule).ok
     assert compare_rows(_rows(base), shifted, "equivalence", spread, rule).ok
+
+
+def test_sql_writes_list_and_struct_cells_as_json_in_csv(trained):
+    _spec, out = trained
+    result = cli("sql", "--out", out, "--format", "csv",
+                 "SELECT [1, 2] AS pair, {'a': 1} AS record, 3 AS plain")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["pair,record,plain", '"[1, 2]","{""a"": 1}",3']
