@@ -432,7 +432,17 @@ def export(
     with Store(store_path, read_only=True, wait_s=120.0) as store:
         prepared = {name: prepare_for_reading(loaded, name, None) for name in loaded.spec.datasets}
         proposed = Search(loaded, plan_cells(loaded, prepared, "cpu")).propose(store)
-        tasks = [t for t in proposed if not only or t.method in only]  # search trials too
+        # cells published in another of the spec's results folders (a tuning spec reuses the
+        # paper-settings leaderboard) are not written twice
+        elsewhere = {
+            path.stem
+            for folder in loaded.spec.experiment.results
+            if (loaded.base_dir / folder).resolve() != destination.resolve()
+            for path in (loaded.base_dir / folder).glob("*.parquet")
+        }
+        tasks = [  # search trials too
+            t for t in proposed if (not only or t.method in only) and t.cell_id not in elsewhere
+        ]
         paths = export_cells(
             store, tasks, destination, loaded.spec.experiment.name, method_labels(loaded)
         )

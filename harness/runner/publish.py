@@ -53,7 +53,8 @@ EXPORTED = ("done", "pruned")
 _CELL_LOCAL = {"origin", "bundle"}
 # Cell columns added after the bundle format: left out of a bundle while empty, so a cell
 # exported again gives the bytes its published bundle has.
-_CELL_LATER = {"method_distribution", "method_distribution_version", "hardware"}
+_CELL_LATER = {"method_distribution", "method_distribution_version", "hardware", "threads"}
+_RUN_LATER = {"threads", "workers"}
 TIME_FIELDS = {"started_at", "finished_at"}
 
 
@@ -87,7 +88,13 @@ def export_cells(
                     if k not in _CELL_LOCAL and not (k in _CELL_LATER and v is None)
                 }
             ),
-            "run": _jsonable({k: v for k, v in (run or {}).items() if k not in _RUN_VOLATILE}),
+            "run": _jsonable(
+                {
+                    k: v
+                    for k, v in (run or {}).items()
+                    if k not in _RUN_VOLATILE and not (k in _RUN_LATER and v is None)
+                }
+            ),
             "exported_as": {
                 "experiment": experiment,
                 "dataset": task.dataset,
