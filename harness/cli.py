@@ -165,17 +165,33 @@ def plan(spec: SpecArg, out_dir: OutOpt = None) -> None:
     todo = frame.filter(~pl.col("status").is_in(["done", "pruned", "in bundle"]))
     if len(todo):
         timed = todo.filter(pl.col("estimate_s").is_not_null())
+        unproposed = todo.filter(pl.col("cell_id").is_null()).height
+        budget = (
+            f"; {unproposed} of them are search trials or selection runs not proposed yet, "
+            f"estimated at a finished cell's full cost (an upper bound where trials get pruned)"
+            if unproposed
+            else ""
+        )
         if not len(timed):
             out.print(
                 f"{len(todo)} unfinished cells: no estimate yet (estimates come from finished "
-                f"cells of the same method and dataset)"
+                f"cells of the same method and dataset){budget}"
             )
             return
         hours = (timed["estimate_s"].sum() or 0.0) / 3600
         out.print(
             f"estimated compute for {len(timed)} of {len(todo)} unfinished cells: "
             f"{hours:.2f} h in one process (median of finished cells of the same method; "
-            f"{len(todo) - len(timed)} have none yet)"
+            f"{len(todo) - len(timed)} have none yet){budget}"
+        )
+        per_method = (
+            timed.group_by("dataset", "method", maintain_order=True)
+            .agg(pl.len().alias("cells"), (pl.col("estimate_s").sum() / 3600).alias("h"))
+            .iter_rows()
+        )
+        out.print(
+            "by method: " + ", ".join(f"{d}/{m} {n} cells {h:.2f} h" for d, m, n, h in per_method),
+            highlight=False,
         )
 
 

@@ -1042,6 +1042,7 @@ def rank_agreement(ctx: Context, dataset: str) -> Table | None:
     ]
     rows = []
     for (domain, k), part in sorted(joined.group_by(["domain", "k"]), key=lambda g: g[0]):
+        part = part.sort("method")  # group_by and join keep no order: the flips list would vary
         for m in METRICS:
             a = part[f"{m}_mean"].to_list()
             b = part[f"{m}_mean_full"].to_list()

@@ -3,8 +3,9 @@ validation, and the selected settings against the method's own (paper) settings 
 
 Reads ``search_trial_results``, ``selections``, ``search_costs`` and ``search_trials`` only.
 Test metrics enter this page only for the paper-settings cell and the selected cell of each seed
-(the comparison table); every other trial is shown by its validation score alone, and a pruned
-trial by where its pruning rule stopped it.
+(the comparison tables, one set per ranking the store holds: sampled and, where the protocol
+enables it, full); every other trial is shown by its validation score alone, and a pruned trial
+by where its pruning rule stopped it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,24 @@ import polars as pl
 
 from harness.store.store import fetch
 from reports.figures import Figure
-from reports.model import Cell, Head, Row, Table, fmt_p, fmt_pm, signed, sql_lit
-from reports.stats import paired_tests
+from reports.model import (
+    MARK_DOWN,
+    MARK_UP,
+    Cell,
+    Head,
+    Row,
+    Table,
+    fmt_p,
+    fmt_pm,
+    signed,
+    sql_lit,
+)
+from reports.stats import holm, paired_tests
 from reports.svg import Chart
 
 __all__ = ["has_search", "tuning_blocks", "tuning_page_name"]
+
+ALPHA = 0.05  # significance level of the Holm-adjusted paired t-test
 
 Q_TRIALS = """
 SELECT dataset, method, seed, trial, role, strategy, round, cell_id, search_values, status,
@@ -34,11 +48,12 @@ SELECT dataset, method, seed, strategy, chosen_params, validation, trials_used, 
        trials_failed, complete, trial, cell_id, trials_pruned, select_on, select_score
 FROM selections WHERE experiment = ? ORDER BY dataset, method, seed
 """
-# Per-user test values of the paper-settings cell and the selected cell of every seed that has
-# a selection; averaged over those seeds (the unit of the paired tests, as in user_means).
 Q_COSTS = """
 SELECT * FROM search_costs WHERE experiment = ? ORDER BY dataset, method
 """
+# Per-user test values of the paper-settings cell and the selected cell of every seed that has
+# a selection, per ranking ('sampled', and 'full' where the protocol enables it); averaged over
+# those seeds (the unit of the paired tests, as in user_means).
 Q_PAIRED = """
 WITH chosen AS (
     SELECT dataset, method, seed, cell_id FROM search_selections
@@ -50,12 +65,12 @@ WITH chosen AS (
     FROM search_trials t JOIN chosen USING (dataset, method, seed)
     WHERE t.experiment = $1 AND t.role = 'paper'
 )
-SELECT s.dataset, s.method, s.side, m.domain, m.k, m.user_idx,
+SELECT s.dataset, s.method, s.side, m.ranking, m.domain, m.k, m.user_idx,
        any_value(m.n_train_domain) AS n_train_domain, count(*) AS n_seeds,
        avg(m.ndcg) AS ndcg, avg(m.hr) AS hr, avg(m.mrr) AS mrr
 FROM sides s
 JOIN cells c ON c.cell_id = s.cell_id AND c.status = 'done'
-JOIN user_metrics m ON m.cell_id = s.cell_id AND m.ranking = 'sampled'
+JOIN user_metrics m ON m.cell_id = s.cell_id
 GROUP BY ALL
 """
 Q_SEED_MEANS = """
@@ -69,10 +84,11 @@ WITH chosen AS (
     FROM search_trials t JOIN chosen USING (dataset, method, seed)
     WHERE t.experiment = $1 AND t.role = 'paper'
 )
-SELECT s.dataset, s.method, s.side, s.seed, m.domain, m.k, avg(m.ndcg) AS ndcg
+SELECT s.dataset, s.method, s.side, s.seed, m.ranking, m.domain, m.k,
+       avg(m.ndcg) AS ndcg
 FROM sides s
 JOIN cells c ON c.cell_id = s.cell_id AND c.status = 'done'
-JOIN user_metrics m ON m.cell_id = s.cell_id AND m.ranking = 'sampled'
+JOIN user_metrics m ON m.cell_id = s.cell_id
 GROUP BY ALL
 """
 
@@ -143,30 +159,63 @@ def tuning_blocks(con: duckdb.DuckDBPyConnection, experiment: str, dataset: str)
     paired = fetch(con, Q_PAIRED, [experiment]).filter(pl.col("dataset") == dataset)
     seed_means = fetch(con, Q_SEED_MEANS, [experiment]).filter(pl.col("dataset") == dataset)
     sparse_max = _sparse_max(con, experiment, dataset)
-    compare = [
-        _paper_vs_tuned(paired, seed_means, dataset, k, subset, sparse_max)
-        for k in sorted(paired["k"].unique().to_list())
-        for subset in ("all", "sparse")
-    ]
     board = fetch(
         con,
-        "SELECT method, domain, k, ndcg_mean FROM leaderboard WHERE experiment = ? "
-        "AND dataset = ? AND ranking = 'sampled'",
+        "SELECT ranking, method, domain, k, ndcg_mean FROM leaderboard WHERE experiment = ? "
+        "AND dataset = ?",
         [experiment, dataset],
     )
-    ks = sorted(board["k"].unique().to_list())
-    order = _order_table(board, seed_means, dataset, ks[0]) if ks else None
-    compare = [t for t in compare if t is not None] + ([order] if order else [])
+    compare: list = []
+    for ranking in _rankings(paired, seed_means):
+        here = pl.col("ranking") == ranking
+        paired_r, seed_means_r = paired.filter(here), seed_means.filter(here)
+        board_r = board.filter(here)
+        tables = [
+            _paper_vs_tuned(paired_r, seed_means_r, dataset, k, subset, sparse_max, ranking)
+            for k in sorted(paired_r["k"].unique().to_list())
+            for subset in ("all", "sparse")
+        ]
+        ks = sorted(board_r["k"].unique().to_list())
+        if ks:
+            tables.append(_order_table(board_r, seed_means_r, dataset, ks[0], ranking))
+            tables.append(_order_changes(board_r, seed_means_r, dataset, ks[0], ranking))
+        compare += [t for t in tables if t is not None]
     sections.append(("Paper settings vs tuned (test)", compare))
     return sections
 
 
-def _order_table(board: pl.DataFrame, seed_means: pl.DataFrame, dataset: str, k: int):
-    """Table 2's order (NDCG@k per domain) with every searched method at its paper settings
-    and with its selected settings; the other methods are the same in both."""
-    board = board.filter(pl.col("k") == k)
+RANKINGS = ("sampled", "full")
+RANKING_TEXT = {
+    "sampled": "sampled ranking (the held-out item among the stored negatives)",
+    "full": "full ranking (every item the user has not interacted with)",
+}
+
+
+def _rankings(*frames: pl.DataFrame) -> list[str]:
+    """The rankings present in the frames: 'sampled' first, then 'full', then any other."""
+    present = {r for f in frames if "ranking" in f.columns for r in f["ranking"].unique()}
+    present.discard(None)
+    return [r for r in RANKINGS if r in present] + sorted(present - set(RANKINGS))
+
+
+def _only(frame: pl.DataFrame, ranking: str) -> pl.DataFrame:
+    """The frame's rows of one ranking (a frame without a ranking column is taken as is)."""
+    if "ranking" in frame.columns:
+        return frame.filter(pl.col("ranking") == ranking)
+    return frame
+
+
+def _order_sides(board: pl.DataFrame, seed_means: pl.DataFrame, k: int, ranking: str):
+    """NDCG@k per (method, domain) at paper settings and tuned, with the ranks of each side.
+
+    Returns (merged, domains, methods, ranks, searched) or None without data. ``merged`` has
+    ``paper`` (a searched method's paper-settings cell, mean over seeds; any other method's
+    leaderboard value) and ``ndcg_mean`` (the leaderboard: selected cells); ranks order each
+    domain by value, ties by method name."""
+    board = _only(board, ranking).filter(pl.col("k") == k)
     paper = (
-        seed_means.filter((pl.col("k") == k) & (pl.col("side") == "paper"))
+        _only(seed_means, ranking)
+        .filter((pl.col("k") == k) & (pl.col("side") == "paper"))
         .group_by("method", "domain")
         .agg(pl.col("ndcg").mean().alias("paper"))
     )
@@ -185,6 +234,22 @@ def _order_table(board: pl.DataFrame, seed_means: pl.DataFrame, dataset: str, k:
             for i, method in enumerate(ordered, start=1):
                 ranks[(domain, method, side)] = i
     searched = set(paper["method"].to_list())
+    return merged, domains, methods, ranks, searched
+
+
+def _order_table(
+    board: pl.DataFrame,
+    seed_means: pl.DataFrame,
+    dataset: str,
+    k: int,
+    ranking: str = "sampled",
+):
+    """Table 2's order (NDCG@k per domain) with every searched method at its paper settings
+    and with its selected settings; the other methods are the same in both."""
+    sides = _order_sides(board, seed_means, k, ranking)
+    if sides is None:
+        return None
+    merged, domains, methods, ranks, searched = sides
     rows = []
     for method in methods:
         cells = [Cell(method + (" (searched)" if method in searched else ""), numeric=False)]
@@ -207,12 +272,89 @@ def _order_table(board: pl.DataFrame, seed_means: pl.DataFrame, dataset: str, k:
         ],
     ]
     return Table(
-        f"order-{dataset}-k{k}",
-        f"Table 2 order with paper settings vs tuned · {dataset} · NDCG@{k} ×100 (rank)",
+        f"order-{dataset}-{ranking}-k{k}",
+        f"Table 2 order with paper settings vs tuned · {dataset} · NDCG@{k} ×100 (rank) · "
+        f"{ranking} ranking",
         header,
         rows,
-        caption="Mean over seeds; searched methods at their own params (left) and at the "
-        "validation-selected trial of each seed (right, as in Table 2).",
+        caption=f"Mean over seeds on the {RANKING_TEXT.get(ranking, ranking + ' ranking')}; "
+        "searched methods at their own params (left) and at the validation-selected trial of "
+        "each seed (right, as in Table 2).",
+    )
+
+
+def _order_changes(
+    board: pl.DataFrame,
+    seed_means: pl.DataFrame,
+    dataset: str,
+    k: int,
+    ranking: str = "sampled",
+):
+    """The pairs of methods (per domain) whose order in :func:`_order_table` differs between
+    the paper-settings side and the tuned side (a strict order on both sides; a tie is no
+    change)."""
+    sides = _order_sides(board, seed_means, k, ranking)
+    if sides is None:
+        return None
+    merged, domains, methods, _ranks, searched = sides
+    value = {
+        (r["domain"], r["method"], side): r[col]
+        for r in merged.iter_rows(named=True)
+        for side, col in (("paper", "paper"), ("tuned", "ndcg_mean"))
+    }
+
+    def shown(domain: str, first: str, second: str, side: str) -> str:
+        a, b = value[(domain, first, side)], value[(domain, second, side)]
+        return f"{first} > {second} ({100 * a:.2f} vs {100 * b:.2f})"
+
+    rows = []
+    for domain in domains:
+        present = [m for m in methods if (domain, m, "paper") in value]
+        for i, a in enumerate(present):
+            for b in present[i + 1 :]:
+                paper_gap = value[(domain, a, "paper")] - value[(domain, b, "paper")]
+                tuned_gap = value[(domain, a, "tuned")] - value[(domain, b, "tuned")]
+                if paper_gap * tuned_gap >= 0:  # same order, or a tie on one side
+                    continue
+                paper_a_first = paper_gap > 0
+                hi, lo = (a, b) if paper_a_first else (b, a)
+                moved = ", ".join(m for m in (a, b) if m in searched) or "–"
+                rows.append(
+                    Row(
+                        [
+                            Cell(domain, numeric=False),
+                            Cell(
+                                shown(domain, hi, lo, "paper") + " at paper settings", numeric=False
+                            ),
+                            Cell(shown(domain, lo, hi, "tuned") + " tuned", numeric=False),
+                            Cell(moved, numeric=False),
+                        ]
+                    )
+                )
+    none = not rows
+    if none:
+        rows.append(Row(group="no pair of methods changes order"))
+    header = [
+        [
+            Head("Domain", sort=0),
+            Head("At paper settings", sort=1, title="NDCG@k ×100 in parentheses"),
+            Head("Tuned", sort=2, title="NDCG@k ×100 in parentheses"),
+            Head("Searched", sort=3, title="the methods of the pair that were searched"),
+        ]
+    ]
+    return Table(
+        f"order-changes-{dataset}-{ranking}-k{k}",
+        f"Orderings that change · {dataset} · {ranking} ranking · NDCG@{k}",
+        header,
+        rows,
+        caption=(
+            "No pair of methods changes order between the paper-settings and the tuned side of "
+            "the table above."
+            if none
+            else f"{len(rows)} pair(s) of methods whose order (per domain, in the table above) "
+            "differs between the paper-settings side and the tuned side; a tie on either side "
+            "is no change."
+        ),
     )
 
 
@@ -439,12 +581,21 @@ def _figures(trials: pl.DataFrame, dataset: str, metric: str) -> list[Figure]:
 
 
 def _paper_vs_tuned(
-    paired: pl.DataFrame, seed_means: pl.DataFrame, dataset: str, k: int, subset: str, sparse_max
+    paired: pl.DataFrame,
+    seed_means: pl.DataFrame,
+    dataset: str,
+    k: int,
+    subset: str,
+    sparse_max,
+    ranking: str = "sampled",
 ) -> Table | None:
-    part = paired.filter(pl.col("k") == k)
+    """Per (method, domain): the paper-settings cell against the selected cells on test, paired
+    by user, with the t-test p Holm-adjusted over the table's rows (its family)."""
+    part = _only(paired, ranking).filter(pl.col("k") == k)
+    seed_means = _only(seed_means, ranking)
     if subset == "sparse":
         part = part.filter(pl.col("n_train_domain").is_between(1, sparse_max))
-    rows = []
+    found = []
     for method in sorted(part["method"].unique().to_list()):
         for domain in sorted(part["domain"].unique().to_list()):
             both = part.filter((pl.col("method") == method) & (pl.col("domain") == domain))
@@ -461,35 +612,42 @@ def _paper_vs_tuned(
             for side in ("paper", "tuned"):
                 vals = seeds.filter(pl.col("side") == side)["ndcg"].to_list()
                 stds[side] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-            diff = float(res.mean_diff[0])
-            rows.append(
-                Row(
-                    [
-                        Cell(method, numeric=False, cls="name"),
-                        Cell(domain, numeric=False),
-                        Cell(str(res.n), float(res.n)),
-                        Cell(
-                            fmt_pm(
-                                float(res.reference_mean[0]),
-                                stds["paper"] if subset == "all" else None,
-                            ),
-                            float(res.reference_mean[0]),
-                        ),
-                        Cell(
-                            fmt_pm(
-                                float(res.method_mean[0]),
-                                stds["tuned"] if subset == "all" else None,
-                            ),
-                            float(res.method_mean[0]),
-                        ),
-                        Cell(signed(100 * diff), diff),
-                        Cell(fmt_p(float(res.t_p[0])), float(res.t_p[0])),
-                        Cell(fmt_p(float(res.w_p[0])), float(res.w_p[0])),
-                    ]
-                )
-            )
-    if not rows:
+            found.append((method, domain, res, stds))
+    if not found:
         return None
+    adjusted = holm([float(res.t_p[0]) for _m, _d, res, _s in found])
+    rows = []
+    for (method, domain, res, stds), holm_p in zip(found, adjusted, strict=True):
+        diff = float(res.mean_diff[0])
+        holm_p = float(holm_p)
+        mark = (MARK_UP if diff > 0 else MARK_DOWN) if holm_p < ALPHA and diff != 0 else ""
+        rows.append(
+            Row(
+                [
+                    Cell(method, numeric=False, cls="name"),
+                    Cell(domain, numeric=False),
+                    Cell(str(res.n), float(res.n)),
+                    Cell(
+                        fmt_pm(
+                            float(res.reference_mean[0]),
+                            stds["paper"] if subset == "all" else None,
+                        ),
+                        float(res.reference_mean[0]),
+                    ),
+                    Cell(
+                        fmt_pm(
+                            float(res.method_mean[0]),
+                            stds["tuned"] if subset == "all" else None,
+                        ),
+                        float(res.method_mean[0]),
+                    ),
+                    Cell(signed(100 * diff), diff, mark=mark),
+                    Cell(fmt_p(float(res.t_p[0])), float(res.t_p[0])),
+                    Cell(fmt_p(float(res.w_p[0])), float(res.w_p[0])),
+                    Cell(fmt_p(holm_p), holm_p, bold=holm_p < ALPHA),
+                ]
+            )
+        )
     who = "all users" if subset == "all" else f"sparse users (1-{sparse_max} training interactions)"
     header = [
         [
@@ -499,16 +657,22 @@ def _paper_vs_tuned(
             Head(f"Paper NDCG@{k}", sort=3),
             Head(f"Tuned NDCG@{k}", sort=4),
             Head("Δ", sort=5, title="tuned - paper, ×100"),
-            Head("t-test p", sort=6),
-            Head("Wilcoxon p", sort=7),
+            Head("t-test p", sort=6, title="per comparison (uncorrected)"),
+            Head("Wilcoxon p", sort=7, title="per comparison (uncorrected)"),
+            Head("Holm p", sort=8, title="t-test p, Holm-adjusted over this table's rows"),
         ]
     ]
+    n = len(rows)
     return Table(
-        f"paper-vs-tuned-{dataset}-{subset}-k{k}",
-        f"Paper settings vs tuned · {dataset} · {who} · NDCG@{k}",
+        f"paper-vs-tuned-{dataset}-{ranking}-{subset}-k{k}",
+        f"Paper settings vs tuned · {dataset} · {who} · NDCG@{k} · {ranking} ranking",
         header,
         rows,
         caption="The method's own params (paper settings) against the validation-selected trial "
-        "of each seed, on test: per-user NDCG averaged over seeds, paired by user (two-sided "
-        "paired t-test and Wilcoxon signed-rank test, uncorrected); ± is the std over seeds.",
+        f"of each seed, on test, {RANKING_TEXT.get(ranking, ranking + ' ranking')}: per-user "
+        "NDCG averaged over seeds, paired by user (two-sided paired t-test and Wilcoxon "
+        "signed-rank test; both raw p's are per comparison). Holm p adjusts the t-test p over "
+        f"this table's {n} comparison{'s' if n != 1 else ''} (its rows, Holm step-down); "
+        f"{MARK_UP}/{MARK_DOWN} on Δ and a bold Holm p: tuned significantly above / below the "
+        f"paper settings at Holm p < {ALPHA}. ± is the std over seeds.",
     )

@@ -362,6 +362,230 @@ def test_grid_and_tpe_select_the_learning_rate_that_trains(searched):
     assert 'href="tuning-syn.html"' in (out / "report" / "index.html").read_text()
 
 
+def _tuning_tables(out: Path) -> list:
+    from harness.store.store import connect_read_only
+    from reports.model import Table
+    from reports.tuning import tuning_blocks
+
+    con = connect_read_only(out / "results.duckdb")
+    try:
+        sections = tuning_blocks(con, "s", "syn")
+    finally:
+        con.close()
+    return [b for _title, blocks in sections for b in blocks if isinstance(b, Table)]
+
+
+def _shown(tables: list) -> list:
+    return [(t.id, t.title, [[c.text for c in r.cells] for r in t.rows]) for t in tables]
+
+
+@pytest.mark.slow
+def test_paper_vs_tuned_adds_holm_p_over_each_tables_rows(searched):
+    import numpy as np
+
+    from reports.model import MARK_DOWN, MARK_UP, header_grid
+    from reports.stats import holm
+
+    _tmp, _loaded, out, _summary = searched
+    tables = _tuning_tables(out)
+    # the store has sampled rows only: the sampled tables alone, as before
+    assert all("-sampled-" in t.id for t in tables if t.id.startswith(("paper-vs", "order")))
+    compared = [t for t in tables if t.id.startswith("paper-vs-tuned-")]
+    assert len(compared) == 2  # all and sparse users, K = 10
+    for table in compared:
+        labels = header_grid(table.header)[0]
+        assert labels[-3:] == ["t-test p", "Wilcoxon p", "Holm p"]
+        assert "Holm p adjusts the t-test p" in table.caption
+        assert "uncorrected" not in table.caption
+        raw = np.array([r.cells[-3].value for r in table.rows])
+        adjusted = np.array([r.cells[-1].value for r in table.rows])
+        # the family: bprmf and tuned in three domains (fewer where a domain lacks sparse users)
+        assert len(raw) == 2 * 3 if "-all-" in table.id else 1 <= len(raw) <= 2 * 3
+        np.testing.assert_allclose(adjusted, holm(raw))
+        assert np.all(adjusted >= np.nan_to_num(raw, nan=1.0) - 1e-12)
+        for row, p in zip(table.rows, adjusted, strict=True):
+            delta = row.cells[5]
+            expected = (MARK_UP if delta.value > 0 else MARK_DOWN) if p < 0.05 else ""
+            assert delta.mark == expected
+    page = (out / "report" / "tuning-syn.html").read_text()
+    assert page.count(">Holm p</th>") == 2
+    assert "Orderings that change · syn · sampled ranking · NDCG@10" in page
+
+
+@pytest.mark.slow
+def test_tuning_page_compares_paper_and_tuned_under_both_rankings(searched, tmp_path):
+    import shutil
+
+    from reports.leaderboard import ReportOptions, write_report
+
+    _tmp, loaded, out, _summary = searched
+    db = tmp_path / "results.duckdb"
+    shutil.copy(out / "results.duckdb", db)
+    # full-ranking rows for every stored cell, as full_ranking = true stores them (without
+    # training the fixture again): each user's sampled values halved
+    con = duckdb.connect(str(db))
+    con.execute(
+        "INSERT INTO user_metrics SELECT * REPLACE ('full' AS ranking, hr / 2 AS hr, "
+        "ndcg / 2 AS ndcg, mrr / 2 AS mrr) FROM user_metrics WHERE ranking = 'sampled'"
+    )
+    con.close()
+    tables = _tuning_tables(tmp_path)
+    ids = [t.id for t in tables]
+    assert len(ids) == len(set(ids))
+    titles = {t.title for t in tables}
+    for ranking in ("sampled", "full"):
+        for who in ("all users", "sparse users (1-2 training interactions)"):
+            assert f"Paper settings vs tuned · syn · {who} · NDCG@10 · {ranking} ranking" in titles
+        assert (
+            f"Table 2 order with paper settings vs tuned · syn · NDCG@10 ×100 (rank) · "
+            f"{ranking} ranking" in titles
+        )
+        assert f"Orderings that change · syn · {ranking} ranking · NDCG@10" in titles
+    by_id = {t.id: t for t in tables}
+    sampled = by_id["paper-vs-tuned-syn-sampled-all-k10"]
+    full = by_id["paper-vs-tuned-syn-full-all-k10"]
+    assert [r.cells[0].text for r in full.rows] == [r.cells[0].text for r in sampled.rows]
+    for s_row, f_row in zip(sampled.rows, full.rows, strict=True):
+        for col in (3, 4):  # paper and tuned NDCG: the full rows, not the sampled ones
+            assert f_row.cells[col].value == pytest.approx(s_row.cells[col].value / 2)
+    write_report(
+        db,
+        tmp_path / "report",
+        experiment=loaded.spec.experiment.name,
+        options=ReportOptions.from_spec(loaded.spec),
+    )
+    page = (tmp_path / "report" / "tuning-syn.html").read_text()
+    assert "Paper settings vs tuned · syn · all users · NDCG@10 · full ranking" in page
+    assert "Orderings that change · syn · full ranking · NDCG@10" in page
+    assert page.count(">Holm p</th>") == 4
+    # perfect full-ranking test metrics of a trial that is neither selected nor the paper cell
+    # change no table of the page
+    con = duckdb.connect(str(db))
+    victim = con.execute(
+        "SELECT cell_id FROM search_trial_results WHERE NOT selected AND role = 'trial' "
+        "AND cell_id NOT IN (SELECT cell_id FROM search_trials WHERE role = 'paper') "
+        "AND cell_id NOT IN (SELECT cell_id FROM plan_cells) ORDER BY validation LIMIT 1"
+    ).fetchall()[0][0]
+    con.execute(
+        "UPDATE user_metrics SET hr = 1, ndcg = 1, mrr = 1, rank = 1 "
+        "WHERE cell_id = ? AND ranking = 'full'",
+        [victim],
+    )
+    con.close()
+    assert _shown(_tuning_tables(tmp_path)) == _shown(tables)
+
+
+def _order_inputs():
+    import polars as pl
+
+    # a and b are searched; c is not (the same on both sides). Domain x: b leads at paper
+    # settings, a once tuned; domain y: nothing changes.
+    board = pl.DataFrame(
+        {
+            "ranking": ["sampled"] * 6 + ["full"] * 6,
+            "method": ["a", "b", "c"] * 4,
+            "domain": (["x"] * 3 + ["y"] * 3) * 2,
+            "k": [10] * 12,
+            "ndcg_mean": [0.30, 0.20, 0.10, 0.30, 0.20, 0.10] * 2,
+        }
+    )
+    seed_means = pl.DataFrame(
+        {
+            "ranking": ["sampled"] * 8,
+            "method": ["a", "a", "b", "b"] * 2,
+            "side": ["paper"] * 8,
+            "seed": [0, 1] * 4,
+            "domain": ["x"] * 4 + ["y"] * 4,
+            "k": [10] * 8,
+            "ndcg": [0.14, 0.16, 0.25, 0.25, 0.28, 0.28, 0.15, 0.15],
+        }
+    )
+    return board, seed_means
+
+
+def test_order_changes_list_the_pairs_that_swap_and_say_when_none_does():
+    import polars as pl
+
+    from reports.tuning import _order_changes, _order_table
+
+    board, seed_means = _order_inputs()
+    order = _order_table(board, seed_means, "d", 10, "sampled")
+    assert order.id == "order-d-sampled-k10" and order.title.endswith("· sampled ranking")
+    changes = _order_changes(board, seed_means, "d", 10, "sampled")
+    assert changes.title == "Orderings that change · d · sampled ranking · NDCG@10"
+    assert [[c.text for c in r.cells] for r in changes.rows] == [
+        [
+            "x",
+            "b > a (25.00 vs 15.00) at paper settings",
+            "a > b (30.00 vs 20.00) tuned",
+            "a, b",
+        ]
+    ]
+    # b at paper settings below c in x as well: two pairs swap there
+    lower = seed_means.with_columns(
+        pl.when(pl.col("method") == "b").then(0.05).otherwise(pl.col("ndcg")).alias("ndcg")
+    )
+    rows = [[c.text for c in r.cells][:3] for r in _order_changes(board, lower, "d", 10).rows]
+    assert rows == [
+        ["x", "c > b (10.00 vs 5.00) at paper settings", "b > c (20.00 vs 10.00) tuned"],
+        ["y", "c > b (10.00 vs 5.00) at paper settings", "b > c (20.00 vs 10.00) tuned"],
+    ]
+    # paper settings in the same order as tuned: no pair changes
+    same = seed_means.with_columns(
+        pl.when(pl.col("method") == "a").then(0.4).otherwise(0.2).alias("ndcg")
+    )
+    none = _order_changes(board, same, "d", 10, "sampled")
+    assert [r.group for r in none.rows] == ["no pair of methods changes order"]
+    assert "No pair of methods changes order" in none.caption
+    # a tie at paper settings (a = b in x) is no change either
+    tie = seed_means.with_columns(
+        pl.when((pl.col("method") == "a") & (pl.col("domain") == "x"))
+        .then(0.25)
+        .otherwise(pl.col("ndcg"))
+        .alias("ndcg")
+    )
+    assert _order_changes(board, tie, "d", 10).rows[0].group == "no pair of methods changes order"
+    # no full-ranking rows of the paper side: no full-ranking order tables
+    assert _order_table(board, seed_means, "d", 10, "full") is None
+    assert _order_changes(board, seed_means, "d", 10, "full") is None
+
+
+def test_paper_vs_tuned_is_per_ranking_and_absent_without_full_rows():
+    import polars as pl
+
+    from reports.stats import holm, paired_tests
+    from reports.tuning import _paper_vs_tuned
+
+    users = list(range(6))
+    rows = []
+    for method, shift in (("a", 0.1), ("b", 0.0)):
+        for domain in ("x", "y"):
+            for side in ("paper", "tuned"):
+                for u in users:
+                    base = 0.2 + 0.05 * u
+                    value = base + (shift + 0.01 * u if side == "tuned" else 0.0)
+                    rows.append(("sampled", method, domain, side, u, value))
+    paired = pl.DataFrame(
+        rows, schema=["ranking", "method", "domain", "side", "user_idx", "ndcg"], orient="row"
+    ).with_columns(k=pl.lit(10), n_train_domain=pl.lit(1))
+    seed_means = paired.group_by("ranking", "method", "side", "domain", "k").agg(
+        pl.col("ndcg").mean(), seed=pl.lit(0)
+    )
+    table = _paper_vs_tuned(paired, seed_means, "d", 10, "all", 2, "sampled")
+    assert table.id == "paper-vs-tuned-d-sampled-all-k10"
+    assert table.title == "Paper settings vs tuned · d · all users · NDCG@10 · sampled ranking"
+    raw = []
+    for method in ("a", "b"):
+        for domain in ("x", "y"):
+            part = paired.filter((pl.col("method") == method) & (pl.col("domain") == domain))
+            tuned = part.filter(pl.col("side") == "tuned").sort("user_idx")["ndcg"].to_numpy()
+            paper = part.filter(pl.col("side") == "paper").sort("user_idx")["ndcg"].to_numpy()
+            raw.append(float(paired_tests(tuned, paper).t_p[0]))
+    assert [r.cells[-3].value for r in table.rows] == raw
+    assert [r.cells[-1].value for r in table.rows] == [float(p) for p in holm(raw)]
+    assert _paper_vs_tuned(paired, seed_means, "d", 10, "all", 2, "full") is None
+
+
 @pytest.mark.slow
 def test_rerun_reuses_every_trial_and_proposes_the_same_ones(searched):
     from harness.runner.runner import run_spec

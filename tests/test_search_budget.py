@@ -497,3 +497,45 @@ def test_pruned_trials_are_exported_and_imported_so_a_fresh_store_trains_nothing
     assert _q(fresh / "results.duckdb", "SELECT cell_id, status FROM cells ORDER BY 1") == stored
     rerun = cli("run", spec, "--out", fresh, "--no-report", "--device", "cpu")
     assert rerun.exit_code == 0 and "done 0 ran" in rerun.output, rerun.output
+
+
+# -- harness plan: what a search still has to run, and what it will cost ------------------------
+def test_plan_lists_the_unproposed_budget_and_the_seeds_awaiting_the_selection(tmp_path):
+    from harness.runner.runner import plan_status
+
+    loaded = load_spec(_write(tmp_path, PRUNING))
+    plan = plan_status(loaded, tmp_path / "none.duckdb", device="cpu")
+    bprmf = plan.filter(plan["method"] == "bprmf")
+    counts = dict(bprmf.group_by("status").len().iter_rows())
+    proposed = counts["pending"] - 3  # the three paper cells are pending too
+    assert 0 < proposed < 5  # TPE proposes its first round only
+    assert counts["to propose"] == 5 - proposed
+    assert counts["awaits selection"] == 2  # seeds 1 and 2 run the selection made on seed 0
+    waiting = bprmf.filter(bprmf["status"] == "awaits selection")
+    assert sorted(waiting["seed"].to_list()) == [1, 2]
+    assert bprmf.filter(bprmf["cell_id"].is_null()).height == 5 - proposed + 2
+    assert bprmf["estimate_s"].is_null().all()  # nothing finished to estimate from
+
+
+def test_plan_estimates_the_rest_of_a_larger_budget_from_the_finished_trials(budget_run):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.runner.runner import plan_status
+
+    tmp, _loaded, out, _summary = budget_run
+    done = plan_status(_loaded, out / "results.duckdb", device="cpu")
+    assert set(done["status"].to_list()) <= {"done", "pruned"}
+    bigger = tmp / "bigger.toml"
+    bigger.write_text(SPEC.format(search=PRUNING).replace("trials = 5", "trials = 7"))
+    plan = plan_status(load_spec(bigger), out / "results.duckdb", device="cpu")
+    rest = plan.filter(plan["cell_id"].is_null())
+    assert set(rest["status"].to_list()) <= {"to propose", "awaits selection"}
+    assert rest.filter(rest["status"] == "awaits selection").height == 2  # no selection yet
+    assert rest.height >= 2 and rest["estimate_s"].is_not_null().all()
+    assert set(rest["estimate_from"].to_list()) == {"same kind"}
+    result = CliRunner().invoke(app, ["plan", str(bigger), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    todo = plan.filter(~plan["status"].is_in(["done", "pruned"])).height
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "not proposed yet" in text and f"syn/bprmf {todo} cells" in text

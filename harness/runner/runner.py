@@ -49,6 +49,7 @@ from harness.runner.publish import bundle_files, import_bundles, shard_tasks
 from harness.runner.work import CellResult, resolve_device
 from harness.search.driver import Search
 from harness.spec.load import LoadedSpec, SpecError, SpecIssue
+from harness.store.bundle import read_bundle_meta
 from harness.store.lock import StoreBusy, WriterLock
 from harness.store.store import Store
 from methods.base import EpochLog
@@ -109,8 +110,9 @@ def _plan_rows(loaded: LoadedSpec, tasks: list[CellTask]) -> list[dict]:
 def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None) -> pl.DataFrame:
     """The cell matrix with each cell's stored status and compute seconds (without writing
     anything). A pending cell gets ``estimate_s``: the median seconds (training + inference)
-    of finished cells with the same dataset, kind, device type and parameters (other seeds),
-    else of the same dataset, kind and device type (``estimate_from`` says which).
+    of finished cells, stored or published in the spec's results folders, with the same
+    dataset, kind, device type and parameters (other seeds), else of the same dataset, kind
+    and device type (``estimate_from`` says which).
 
     ``origin`` says where a finished cell came from (``run`` or ``bundle``); a cell that is not
     stored shows ``in bundle`` when one of the spec's results folders holds it (the next run
@@ -118,22 +120,28 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
     ``checkpoint`` names the epoch an unfinished cell's mid-training checkpoint reached (the
     next run continues after it). ``data_checked`` is False where the dataset's files are absent
     and the plan comes from a published data card: its bundles are not yet checked against
-    the data."""
+    the data.
+
+    A search's cells are known only as its sampler proposes them, so the rest of its budget is
+    listed too, without a cell id: ``to propose`` (a trial its strategy has not proposed yet)
+    and ``awaits selection`` (a seed that runs the selection made on other seeds). Their
+    estimate is the full cost of a finished cell of the method: an upper bound where trials
+    get pruned."""
     store = Store(store_path, read_only=True) if store_path.exists() else None
     try:
         prepared = {name: prepare_for_reading(loaded, name, None) for name in loaded.spec.datasets}
         target = str(resolve_device(device or loaded.spec.experiment.device))
-        tasks = Search(loaded, plan_cells(loaded, prepared, target)).propose(store)
+        search = Search(loaded, plan_cells(loaded, prepared, target))
+        tasks = search.propose(store)
         status = store.cell_status([t.cell_id for t in tasks]) if store else {}
         costs = store.cell_costs() if store else []
         origins, stale = _origins_and_stale(store) if store else ({}, set())
     finally:
         if store:
             store.close()
-    published = {
-        path.stem
-        for path in bundle_files(loaded.base_dir / f for f in loaded.spec.experiment.results)
-    }
+    bundles = bundle_files(loaded.base_dir / f for f in loaded.spec.experiment.results)
+    published = {path.stem for path in bundles}
+    costs = costs + _published_costs(bundles, {cell for cell, *_ in costs})
     seconds = {cell: spent for cell, *_rest, spent in costs}
     exact: dict[tuple[str, str, str, str], list[float]] = {}
     by_kind: dict[tuple[str, str, str], list[float]] = {}
@@ -141,52 +149,123 @@ def plan_status(loaded: LoadedSpec, store_path: Path, device: str | None = None)
         device_type = str(cell_device).split(":")[0]
         exact.setdefault((fingerprint, kind, device_type, _canonical(params)), []).append(spent)
         by_kind.setdefault((fingerprint, kind, device_type), []).append(spent)
-    estimates: list[float | None] = []
-    sources: list[str | None] = []
-    shown: list[str] = []
-    checkpoints: list[str | None] = []
+
+    def estimate(task: CellTask, exact_params: bool = True) -> tuple[float | None, str | None]:
+        key = (task.prepared.fingerprint, task.kind, task.device.split(":")[0])
+        params = _canonical(json.dumps(task.params.model_dump(mode="json")))
+        same = exact.get((*key, params)) if exact_params else None
+        pool, source = (same, "same params") if same else (by_kind.get(key), "same kind")
+        return (statistics.median(pool), source) if pool else (None, None)
+
+    rows: list[dict] = []
     for t in tasks:
-        params = _canonical(json.dumps(t.params.model_dump(mode="json")))
         state = status.get(t.cell_id, "pending")
         if state == "pending" and t.cell_id in published:
             state = "in bundle"
-        elif state == "pending" and (t.prepared.fingerprint, t.kind, params, t.seed) in stale:
+        elif (
+            state == "pending"
+            and (
+                t.prepared.fingerprint,
+                t.kind,
+                _canonical(json.dumps(t.params.model_dump(mode="json"))),
+                t.seed,
+            )
+            in stale
+        ):
             state = "stale"
-        shown.append(state)
         saved = checkpoint_file(store_path.parent, t.cell_id)
         resumable = state != "done" and saved.exists()
-        checkpoints.append(saved_progress(saved) if resumable else None)
-        if state in FINISHED:  # a pruned trial is finished too: rerunning prunes it again
-            estimates.append(None)
-            sources.append(None)
-            continue
-        key = (t.prepared.fingerprint, t.kind, t.device.split(":")[0])
-        same = exact.get((*key, params))
-        pool, source = (same, "same params") if same else (by_kind.get(key), "same kind")
-        estimates.append(statistics.median(pool) if pool else None)
-        sources.append(source if pool else None)
+        # a finished (or pruned: rerunning prunes it again) cell needs no estimate
+        guess = (None, None) if state in FINISHED or state == "in bundle" else estimate(t)
+        rows.append(
+            _plan_row(t, t.cell_id, state, origins.get(t.cell_id), seconds.get(t.cell_id), guess)
+            | {"checkpoint": saved_progress(saved) if resumable else None}
+        )
+    for state, task in _unproposed(search):
+        rows.append(_plan_row(task, None, state, None, None, estimate(task, exact_params=False)))
     return pl.DataFrame(
-        {
-            "dataset": [t.dataset for t in tasks],
-            "method": [t.method for t in tasks],
-            "kind": [t.kind for t in tasks],
-            "seed": [t.seed for t in tasks],
-            "cell_id": [t.cell_id for t in tasks],
-            "status": shown,
-            "origin": [origins.get(t.cell_id) for t in tasks],
-            "seconds": [seconds.get(t.cell_id) for t in tasks],
-            "estimate_s": estimates,
-            "estimate_from": sources,
-            "checkpoint": checkpoints,
-            "data_checked": [t.prepared.checked for t in tasks],
-        },
-        schema_overrides={
+        rows,
+        schema={
+            "dataset": pl.String,
+            "method": pl.String,
+            "kind": pl.String,
+            "seed": pl.Int64,
+            "cell_id": pl.String,
+            "status": pl.String,
+            "origin": pl.String,
             "seconds": pl.Float64,
             "estimate_s": pl.Float64,
-            "origin": pl.String,
+            "estimate_from": pl.String,
             "checkpoint": pl.String,
+            "data_checked": pl.Boolean,
         },
     )
+
+
+def _plan_row(
+    task: CellTask,
+    cell_id: str | None,
+    state: str,
+    origin: str | None,
+    seconds: float | None,
+    guess: tuple[float | None, str | None],
+) -> dict:
+    return {
+        "dataset": task.dataset,
+        "method": task.method,
+        "kind": task.kind,
+        "seed": task.seed,
+        "cell_id": cell_id,
+        "status": state,
+        "origin": origin,
+        "seconds": seconds,
+        "estimate_s": guess[0],
+        "estimate_from": guess[1],
+        "checkpoint": None,
+        "data_checked": task.prepared.checked,
+    }
+
+
+def _unproposed(search: Search) -> list[tuple[str, CellTask]]:
+    """The rest of every search's budget: one (``to propose``, base task) per trial its
+    strategy has not proposed yet on each searched seed, and one (``awaits selection``, base
+    task) per seed that will run a selection not made yet."""
+    rest: list[tuple[str, CellTask]] = []
+    for group in search.groups:
+        missing = group.budget - len(group.points)
+        for seed in group.searched:
+            rest += [("to propose", group.seeds[seed].base)] * max(missing, 0)
+        if group.select_on:
+            for seed, state in group.seeds.items():
+                if seed not in group.searched and seed not in group.finals:
+                    rest.append(("awaits selection", state.base))
+    return rest
+
+
+def _published_costs(
+    bundles: list[Path], known: set[str]
+) -> list[tuple[str, str, str, str, str, float]]:
+    """``Store.cell_costs`` rows of the finished cells in published bundles not stored yet, so
+    a plan can estimate before anything is imported."""
+    rows = []
+    for path in bundles:
+        if path.stem in known:
+            continue
+        cell = (read_bundle_meta(path) or {}).get("cell") or {}
+        if cell.get("status") != "done" or cell.get("train_s") is None:
+            continue
+        spent = float(cell["train_s"]) + float(cell.get("infer_s") or 0.0)
+        rows.append(
+            (
+                str(cell.get("cell_id")),
+                str(cell.get("dataset_fingerprint")),
+                str(cell.get("kind")),
+                str(cell.get("params")),
+                str(cell.get("device") or "cpu"),
+                spent,
+            )
+        )
+    return rows
 
 
 def _origins_and_stale(store: Store) -> tuple[dict[str, str], set[tuple]]:

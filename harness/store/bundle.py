@@ -36,6 +36,7 @@ __all__ = [
     "bundle_table",
     "conform",
     "read_bundle",
+    "read_bundle_meta",
     "rows_digest",
     "write_bundle",
 ]
@@ -61,6 +62,15 @@ COLUMNS: dict[str, pl.DataType] = {
     "n_train_domain": pl.Int32(),
     "n_train_total": pl.Int32(),
     "value": pl.Float64(),
+}
+# Columns a dictionary encodes badly: sorted user indices are nearly all +1 steps (delta
+# packing), and expected ranks and per-user values are distinct floats whose bytes compress
+# better split by position. Measured on 53 published bundles: 21.5 -> 12.8 MiB, values and
+# digests unchanged (benchmarks/bundle_size.py).
+_PLAIN_ENCODED = {
+    "user_idx": "DELTA_BINARY_PACKED",
+    "rank": "BYTE_STREAM_SPLIT",
+    "value": "BYTE_STREAM_SPLIT",
 }
 SORT = ["part", "ranking", "stage", "domain", "name", "user_idx", "k", "epoch"]
 METRIC_COLUMNS = [
@@ -162,10 +172,21 @@ def write_bundle(path: Path, meta: dict[str, Any], table: pl.DataFrame) -> None:
         tmp,
         compression="zstd",
         compression_level=9,
-        use_dictionary=True,
+        use_dictionary=[c for c in COLUMNS if c not in _PLAIN_ENCODED],
+        column_encoding=_PLAIN_ENCODED,
         write_statistics=False,
     )
     tmp.replace(path)
+
+
+def read_bundle_meta(path: Path) -> dict[str, Any] | None:
+    """A bundle's metadata alone (the Parquet footer, no rows and no digest check): enough
+    for ``harness plan`` to estimate from published cells' timings; None if unreadable."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        return json.loads(raw) if raw is not None else None
+    except (OSError, pa.ArrowException, json.JSONDecodeError):
+        return None
 
 
 def read_bundle(path: Path) -> Bundle:
