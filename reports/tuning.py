@@ -668,8 +668,9 @@ def _paper_vs_tuned(
         f"Paper settings vs tuned · {dataset} · {who} · NDCG@{k} · {ranking} ranking",
         header,
         rows,
-        caption="The method's own params (paper settings) against the validation-selected trial "
-        f"of each seed, on test, {RANKING_TEXT.get(ranking, ranking + ' ranking')}: per-user "
+        caption="The method's own params (paper settings) against the configuration selected on "
+        "validation (once for every seed with select_on, else per seed), run on each seed, on "
+        f"test, {RANKING_TEXT.get(ranking, ranking + ' ranking')}: per-user "
         "NDCG averaged over seeds, paired by user (two-sided paired t-test and Wilcoxon "
         "signed-rank test; both raw p's are per comparison). Holm p adjusts the t-test p over "
         f"this table's {n} comparison{'s' if n != 1 else ''} (its rows, Holm step-down); "
