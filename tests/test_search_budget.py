@@ -539,3 +539,67 @@ def test_plan_estimates_the_rest_of_a_larger_budget_from_the_finished_trials(bud
     todo = plan.filter(~plan["status"].is_in(["done", "pruned"])).height
     text = " ".join(result.output.split())  # rich wraps long lines
     assert "not proposed yet" in text and f"syn/bprmf {todo} cells" in text
+
+
+@pytest.mark.parametrize("round_size", [1, 2])
+def test_start_up_trials_proposed_ahead_are_the_trials_proposed_one_by_one(round_size):
+    """Proposing the random start-up trials before earlier ones have run (so workers train them
+    side by side) changes no point, no round and nothing TPE proposes after them."""
+    dims = [
+        Dimension("reg", low=1e-6, high=1.0, log=True),
+        Dimension("layers", values=[1, 2, 3]),
+    ]
+
+    def outcome(point: dict, round_no: int):
+        x = -((math.log10(point["reg"]) + 2.0) ** 2)
+        if round_no == 2:
+            return "failed"
+        return Pruned(step=2, value=x) if x < -6 else x
+
+    for seed in range(4):
+        full = tpe_points(dims, 10, seed, outcome, round_size, startup_trials=4)
+        known: dict = {}
+
+        def stored(point, _round, known=known):
+            return known.get(repr(point))
+
+        first = tpe_points(dims, 10, seed, stored, round_size, startup_trials=4, ahead=4)
+        assert first == full[:4]  # the whole start-up at once, nothing run yet
+        assert tpe_points(dims, 10, seed, stored, round_size, startup_trials=4) == full[:round_size]
+        capped = tpe_points(dims, 10, seed, stored, round_size, startup_trials=4, ahead=3)
+        assert capped == full[: max(round_size, 3 // round_size * round_size)]
+        for point, round_no in first[1:]:  # all but the first finish: still nothing new
+            known[repr(point)] = outcome(point, round_no)
+        assert tpe_points(dims, 10, seed, stored, round_size, startup_trials=4, ahead=4) == full[:4]
+        known[repr(first[0][0])] = outcome(*first[0])
+        step = tpe_points(dims, 10, seed, stored, round_size, startup_trials=4, ahead=4)
+        assert step == full[: 4 + round_size]  # then model-based rounds, one at a time
+        for point, round_no in full:
+            known[repr(point)] = outcome(point, round_no)
+        assert tpe_points(dims, 10, seed, stored, round_size, startup_trials=4, ahead=4) == full
+
+
+def test_a_search_proposes_its_start_up_trials_at_once_with_the_ids_of_one_by_one(tmp_path):
+    """On a spec: with prune_min_trials = startup_trials the start-up trials come in one
+    proposal (each without a pruning rule, as when proposed one by one), and not beyond it."""
+    from harness.store.store import Store
+
+    spec = _write(
+        tmp_path,
+        'select_on = [0]\npruner = "median"\nprune_warmup = 1\nprune_min_trials = 2',
+    )
+    loaded = load_spec(spec)
+    db = tmp_path / "results.duckdb"
+    Store(db).close()
+    trials = _propose(loaded, db).groups[0].seeds[0].trials
+    assert [t.trial for t in trials] == [1, 2]  # startup_trials = 2, both at once
+    assert all(t.task.prune is None for t in trials)
+    assert len({t.task.cell_id for t in trials}) == 2
+    one_by_one = tpe_points(  # every trial finished before the next is asked
+        [Dimension("learning_rate", low=1e-6, high=0.1, log=True)],
+        5,
+        (loaded.spec.methods["bprmf"].search.seed * 1_000_003) % 2**31,
+        lambda point, _round: -abs(math.log10(point["learning_rate"]) + 2),
+        startup_trials=2,
+    )
+    assert [t.values for t in trials] == [p for p, _ in one_by_one[:2]]

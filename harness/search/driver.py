@@ -19,9 +19,10 @@ then the method's row in ``plan_cells`` points at a placeholder id (status pendi
 
 TPE proposals depend on earlier validation scores: :meth:`Search.propose` replays a seeded
 sampler over the stored trials in order and returns the trials known so far; the runner calls
-it again after each round has run. With a pruner, each trial carries thresholds from the
-curves of the finished trials of earlier rounds (:mod:`harness.search.pruning`), fixed when it
-is proposed and part of its cell id.
+it again after each round has run. The random start-up trials come in one go (while no pruning
+rule could depend on them), so ``--workers`` trains them side by side. With a pruner, each
+trial carries thresholds from the curves of the finished trials of earlier rounds
+(:mod:`harness.search.pruning`), fixed when it is proposed and part of its cell id.
 """
 
 from __future__ import annotations
@@ -366,8 +367,17 @@ class Search:
                 return _outcome_of(cells)
 
             sampler_seed = (search.seed * 1_000_003 + group.searched[0]) % 2**31
+            # start-up trials run side by side while no pruning rule can depend on them (a
+            # trial with fewer than prune_min_trials earlier trials has no rule either way)
+            ahead = search.prune_min_trials if search.prunes else group.budget
             points = tpe_points(
-                dims, group.budget, sampler_seed, outcome, search.round_size, search.startup_trials
+                dims,
+                group.budget,
+                sampler_seed,
+                outcome,
+                search.round_size,
+                search.startup_trials,
+                ahead=ahead,
             )
         group.points = list(points)
         for seed in group.searched:

@@ -104,6 +104,7 @@ def tpe_points(
     outcome: Callable[[dict, int], Outcome],
     round_size: int = 1,
     startup_trials: int | None = None,
+    ahead: int = 0,
 ) -> list[tuple[dict, int]]:
     """(point, round) of every trial that can be proposed now.
 
@@ -112,7 +113,13 @@ def tpe_points(
     FAILED, or :class:`Pruned`), called for every point of a round before the next is asked;
     the first round with a trial that has not run yet is the last one returned, so the next
     call, after those trials finished, proposes the following round. Same stored results, same
-    proposals."""
+    proposals.
+
+    ``ahead``: the first ``ahead`` trials (at most the random start-up ones) are returned even
+    while earlier ones have not run, so several workers can train them side by side. Their
+    points are the same either way: the start-up sampler draws from its own seeded stream,
+    whatever has been told, and the results are told in the order asked before the first
+    model-based round."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,7 +128,9 @@ def tpe_points(
     study = optuna.create_study(direction="maximize", sampler=sampler)
     dists = _distributions(dims)
     tidy = {d.name: d for d in dims}
+    free = min(ahead, startup)  # leading trials whose points depend on no result
     out: list[tuple[dict, int]] = []
+    untold: list[tuple[optuna.trial.Trial, Outcome]] = []
     round_no = 0
     while len(out) < budget:
         round_no += 1
@@ -137,10 +146,12 @@ def tpe_points(
                     point[name] = value if _plain(d) else d.values[value]
             asked.append((trial, point))
             out.append((point, round_no))
-        results = [outcome(point, round_no) for _, point in asked]
-        if any(r is None for r in results):
+        untold += [(trial, outcome(point, round_no)) for trial, point in asked]
+        if any(result is None for _, result in untold):
+            if len(out) < budget and len(out) + min(round_size, budget - len(out)) <= free:
+                continue  # the next round's points do not depend on the missing results
             return out
-        for (trial, _), result in zip(asked, results, strict=True):
+        for trial, result in untold:
             if isinstance(result, Pruned):
                 trial.report(result.value, result.step)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -148,4 +159,5 @@ def tpe_points(
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, float(result))
+        untold.clear()
     return out
