@@ -148,7 +148,7 @@ def tpe_points(
             out.append((point, round_no))
         untold += [(trial, outcome(point, round_no)) for trial, point in asked]
         if any(result is None for _, result in untold):
-            if len(out) < budget and len(out) + min(round_size, budget - len(out)) <= free:
+            if len(out) + min(round_size, budget - len(out)) <= free:
                 continue  # the next round's points do not depend on the missing results
             return out
         for trial, result in untold:
